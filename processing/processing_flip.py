@@ -1,0 +1,231 @@
+"""`FlipProcessor`: tokenizer + tabular schema + prompt template -> FLIP model inputs.
+
+Imports only stdlib, numpy, transformers and its relative siblings, so it ships as remote code
+(`AutoProcessor.from_pretrained(dir, trust_remote_code=True)`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from itertools import chain, pairwise
+from typing import Any
+
+import numpy as np
+from transformers import BatchFeature, ProcessorMixin
+
+from .prompts import PromptTemplate
+from .schema import FIELD_MASK_ID, FIELD_OOV_ID, TabularSchema
+
+SCHEMA_NAME = "flip_schema.json"
+
+__all__ = ["FIELD_MASK_ID", "FIELD_OOV_ID", "SCHEMA_NAME", "FlipProcessor", "align_tokens_to_fields"]
+
+
+def _as_columns(rows: Any) -> dict[str, list]:
+    """Dict of lists (a `datasets` batch), list of dicts, or a pandas DataFrame -> dict of lists."""
+    if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # DataFrame, without importing pandas
+        return {str(c): rows[c].tolist() for c in rows.columns}
+    if isinstance(rows, Mapping) or hasattr(rows, "keys"):
+        return {k: rows[k] for k in rows}
+    rows = list(rows)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    return {k: [row.get(k) for row in rows] for k in keys}
+
+
+def align_tokens_to_fields(
+    offsets: np.ndarray, row_ids: np.ndarray, spans: np.ndarray, texts: Sequence[str]
+) -> np.ndarray:
+    """Field index of every token, vectorised over a whole batch.
+
+    A token belongs to field f when its character range overlaps the value span of f, after dropping one leading
+    space from the range (byte-level BPE without `trim_offsets` puts the space before a word into the word's token).
+    Special tokens have empty ranges and get -1, as do template words.
+
+    Args:
+        offsets: `(T, 2)` character `[start, end)` of all T tokens of the batch, rows concatenated.
+        row_ids: `(T,)` row of each token.
+        spans: `(N, F, 2)` value spans from `PromptTemplate.render`.
+        texts: the N texts (only read at token starts, to detect a leading space).
+
+    Returns:
+        `(T,)` int64 field index or -1.
+    """
+    n, num_fields = spans.shape[:2]
+    if len(offsets) == 0 or num_fields == 0:
+        return np.full(len(offsets), -1, dtype=np.int64)
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    row_char_base = np.concatenate([[0], np.cumsum([len(t) for t in texts])])
+    codepoints = np.frombuffer("".join(texts).encode("utf-32-le") + b"\0\0\0\0", dtype=np.uint32)
+    starts = starts + ((starts < ends) & (codepoints[row_char_base[row_ids] + starts] == ord(" ")))
+    stride = int(max(spans.max(), ends.max())) + 1  # rows laid end to end on one axis
+    base = row_ids * stride
+    span_starts = (spans[..., 0] + np.arange(n)[:, None] * stride).ravel()
+    span_ends = (spans[..., 1] + np.arange(n)[:, None] * stride).ravel()
+    # first span (in row-major order) ending after the token's start; overlap if it also starts before the token ends
+    candidate = np.searchsorted(span_ends, base + starts, side="right").clip(max=len(span_ends) - 1)
+    hit = (starts < ends) & (span_starts[candidate] < base + ends) & (span_ends[candidate] > base + starts)
+    hit &= candidate // num_fields == row_ids
+    return np.where(hit, candidate % num_fields, -1).astype(np.int64)
+
+
+class FlipProcessor(ProcessorMixin):
+    """Rows of a CTR table -> `input_ids`, `attention_mask`, `token_field_index`, `field_ids` (+ `labels`).
+
+    Args:
+        tokenizer: any fast (`tokenizers`-backed) tokenizer: WordPiece, byte-level BPE, SentencePiece.
+        schema: `TabularSchema` (or its dict), fitted on the train split; saved as `flip_schema.json`.
+        prompt_template: `PromptTemplate` (or its dict).
+        max_length: truncation length in tokens, special tokens included.
+
+    Example:
+        >>> proc = FlipProcessor(tokenizer, schema, PromptTemplate(), max_length=128)
+        >>> enc = proc({"user_id": ["259"], "genre": ["Comedy"], "label": [1]})
+        >>> sorted(enc.keys())
+        ['attention_mask', 'field_ids', 'input_ids', 'labels', 'token_field_index']
+
+    Shapes (per row, lists of python ints unless `return_tensors` is set, which pads to the longest row):
+    `input_ids`, `attention_mask`, `token_field_index` (L,) with -1 for template words / special tokens / padding;
+    `field_ids` (F,) local ids; `labels` () 0/1 when the schema's label column is in the input.
+
+    `self.stats` counts processed rows, truncated rows, truncated field values (cut partly or fully by
+    `max_length`) and OOV values per field, cumulatively for this process.
+    """
+
+    def __init__(self, tokenizer=None, schema=None, prompt_template=None, max_length=128, **kwargs):
+        self.schema = (
+            schema if isinstance(schema, TabularSchema) else TabularSchema.from_dict(schema or {"fields": []})
+        )
+        if isinstance(prompt_template, PromptTemplate):
+            self.prompt_template = prompt_template
+        else:
+            self.prompt_template = PromptTemplate.from_dict(prompt_template)
+        self.max_length = max_length
+        self.stats = {"rows": 0, "truncated_rows": 0, "truncated_values": 0}
+        super().__init__(tokenizer, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "token_field_index", "field_ids"]
+
+    def render(self, columns: Mapping[str, Sequence[Any]]) -> tuple[list[str], np.ndarray]:
+        """Texts and `(N, F, 2)` value spans for the schema's fields."""
+        names = self.schema.field_names
+        return self.prompt_template.render(names, self.schema.display_names, [columns[name] for name in names])
+
+    def __call__(self, rows: Any, return_tensors: str | None = None, return_truncation: bool = False) -> BatchFeature:
+        """Encode a batch of rows (dict of lists, list of dicts or DataFrame).
+
+        `return_truncation=True` adds `num_truncated_values` (N,): field values per row cut by `max_length`.
+        """
+        columns = _as_columns(rows)
+        missing = self.schema.missing_columns(columns)
+        if missing:
+            raise ValueError(f"FlipProcessor: input is missing the schema columns {missing} (has {list(columns)})")
+        texts, spans = self.render(columns)
+        encoding = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.max_length,
+            return_offsets_mapping=True,
+            return_token_type_ids=False,
+            return_attention_mask=True,
+        )
+        lengths = np.fromiter(map(len, encoding["input_ids"]), dtype=np.int64, count=len(texts))
+        offsets = np.array(list(chain.from_iterable(encoding["offset_mapping"])), dtype=np.int64).reshape(-1, 2)
+        row_ids = np.repeat(np.arange(len(texts)), lengths)
+        field_index = align_tokens_to_fields(offsets, row_ids, spans, texts).tolist()
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        data = {
+            "input_ids": encoding["input_ids"],
+            "attention_mask": encoding["attention_mask"],
+            "token_field_index": [field_index[a:b] for a, b in pairwise(bounds)],
+            "field_ids": self.schema.encode(columns).tolist(),
+        }
+        truncated = self._count_truncated(offsets, row_ids, spans)
+        if return_truncation:
+            data["num_truncated_values"] = truncated.tolist()
+        if self.schema.label_column in columns:
+            data["labels"] = self.make_labels(columns[self.schema.label_column]).tolist()
+        if return_tensors is not None:
+            return self._pad(data, return_tensors)
+        return BatchFeature(data)
+
+    def _count_truncated(self, offsets: np.ndarray, row_ids: np.ndarray, spans: np.ndarray) -> np.ndarray:
+        """Values per row that end after the last character kept by truncation `(N,)`; updates `self.stats`."""
+        last_char = np.zeros(len(spans), dtype=np.int64)
+        np.maximum.at(last_char, row_ids, offsets[:, 1])
+        truncated = (spans[..., 1] > last_char[:, None]).sum(1) if spans.size else np.zeros(len(spans), np.int64)
+        self.stats["rows"] += len(spans)
+        self.stats["truncated_rows"] += int((truncated > 0).sum())
+        self.stats["truncated_values"] += int(truncated.sum())
+        return truncated
+
+    def make_labels(self, values: Sequence[Any]) -> np.ndarray:
+        """Label column -> `(N,)` int64 0/1; raises `ValueError` on NaN, non-numeric or (without threshold) non-0/1."""
+        column, threshold = self.schema.label_column, self.schema.label_threshold
+        try:
+            numbers = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"Label column {column!r} holds non-numeric values ({error})") from None
+        bad = np.isnan(numbers) if threshold is not None else ~np.isin(numbers, (0.0, 1.0))
+        if bad.any():
+            kind = "NaN/missing" if threshold is not None else "non-binary or NaN (no label_threshold set)"
+            examples = numbers[bad][:5].tolist()
+            raise ValueError(
+                f"Label column {column!r}: {int(bad.sum())} of {len(numbers)} rows are {kind}: {examples}"
+            )
+        return (numbers >= (1.0 if threshold is None else threshold)).astype(np.int64)
+
+    def _pad(self, data: dict[str, list], return_tensors: str) -> BatchFeature:
+        """Pad token-level lists to the longest row (`token_field_index` with -1) and convert."""
+        text = self.tokenizer.pad(
+            {"input_ids": data["input_ids"], "attention_mask": data["attention_mask"]},
+            padding=True,
+            return_tensors=None,
+        )
+        width = len(text["input_ids"][0]) if data["input_ids"] else 0
+        left = self.tokenizer.padding_side == "left"
+        data = dict(data, **text)
+        data["token_field_index"] = [
+            ([-1] * (width - len(row)) + row) if left else (row + [-1] * (width - len(row)))
+            for row in data["token_field_index"]
+        ]
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def check_compatible(self, config: Any) -> None:
+        """Raise `ValueError` when a model config's `field_names` / `field_vocab_sizes` differ from the schema."""
+        self.schema.check_compatible(config)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output.pop("schema", None)  # saved in its own file, SCHEMA_NAME
+        output.pop("stats", None)
+        output["prompt_template"] = self.prompt_template.to_dict()
+        return output
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        os.makedirs(save_directory, exist_ok=True)
+        self.schema.save(os.path.join(save_directory, SCHEMA_NAME))
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        if "schema" not in kwargs:
+            from transformers.utils import cached_file
+
+            hub_kwargs = {
+                k: kwargs[k]
+                for k in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+                if k in kwargs
+            }
+            kwargs["schema"] = TabularSchema.load(
+                cached_file(pretrained_model_name_or_path, SCHEMA_NAME, **hub_kwargs)
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+def check_compatible(config_or_dict: Any, schema_or_processor: TabularSchema | FlipProcessor) -> None:
+    """Raise a `ValueError` naming the difference when a model config does not fit the data schema."""
+    schema = getattr(schema_or_processor, "schema", schema_or_processor)
+    schema.check_compatible(config_or_dict)

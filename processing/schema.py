@@ -1,0 +1,229 @@
+"""Declarative tabular schema: one `FieldSpec` per categorical field, vocabularies fitted on train.
+
+Every field has its own local vocabulary (see docs/contracts.md):
+
+- local id `FIELD_MASK_ID = 0` is the field's [MASK], `FIELD_OOV_ID = 1` its OOV (unseen, missing or empty value);
+- values seen in train get ids `2 .. vocab_size - 1`, by descending train count, ties by string value;
+- with `num_buckets=n` a value maps to `2 + crc32(value) % n` (stable across processes and runs).
+
+Values are compared as strings: `21`, `21.0` and `" 21 "` all become `"21"`; `None`, NaN and `""` are missing.
+Only stdlib and numpy are imported, so the file can ship as remote code next to `processing_flip.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+
+FIELD_MASK_ID = 0
+FIELD_OOV_ID = 1
+NUM_RESERVED_IDS = 2
+SCHEMA_FORMAT_VERSION = 1
+
+
+def _value_to_str(value: Any) -> str:
+    """Canonical string of one cell; `""` means missing."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return ""
+        if float(value).is_integer():
+            return str(int(value))
+    return str(value).strip()
+
+
+def normalize_values(values: Iterable[Any]) -> list[str]:
+    """Canonical strings of a column (`""` = missing). Already-clean strings take a C-level fast path."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
+        return values.astype(str).tolist()
+    values = values.tolist() if hasattr(values, "tolist") else list(values)
+    return [v.strip() if type(v) is str else _value_to_str(v) for v in values]
+
+
+def stable_hash(value: str) -> int:
+    """Process-independent hash (CRC32 of the UTF-8 bytes), unlike Python's salted `hash`."""
+    return zlib.crc32(value.encode("utf-8"))
+
+
+@dataclass
+class FieldSpec:
+    """One categorical field.
+
+    Args:
+        name: column name in the data.
+        display_name: words naming the field in the prompt (default: `name` with `_` -> space).
+        vocab: train values in id order (id of `vocab[i]` is `i + 2`); filled by `TabularSchema.fit`.
+        counts: train count of each vocab entry (or of each hash bucket when `num_buckets` is set).
+        num_buckets: hash values into this many buckets instead of keeping a vocabulary.
+        min_count: train values seen fewer times than this map to OOV.
+    """
+
+    name: str
+    display_name: str | None = None
+    vocab: list[str] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    num_buckets: int | None = None
+    min_count: int = 1
+
+    def __post_init__(self):
+        if self.display_name is None:
+            self.display_name = self.name.replace("_", " ")
+        self._index: dict[str, int] | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of local ids, the two reserved ones included."""
+        return NUM_RESERVED_IDS + (self.num_buckets if self.num_buckets else len(self.vocab))
+
+    def fit(self, values: Iterable[Any]) -> FieldSpec:
+        """Count train values; keeps `vocab`/`counts` ordered by (-count, value). Missing values are not counted."""
+        counter = Counter(normalize_values(values))
+        counter.pop("", None)
+        if self.num_buckets:
+            buckets = np.zeros(self.num_buckets, dtype=np.int64)
+            for value, count in counter.items():
+                buckets[stable_hash(value) % self.num_buckets] += count
+            self.vocab, self.counts = [], buckets.tolist()
+        else:
+            kept = sorted((item for item in counter.items() if item[1] >= self.min_count), key=lambda x: (-x[1], x[0]))
+            self.vocab, self.counts = [v for v, _ in kept], [c for _, c in kept]
+        self._index = None
+        return self
+
+    def encode(self, values: Iterable[Any]) -> np.ndarray:
+        """Values -> local ids `(N,)` int64; unseen, missing and empty values -> `FIELD_OOV_ID`."""
+        strings = normalize_values(values)
+        if self.num_buckets:
+            ids = [NUM_RESERVED_IDS + stable_hash(v) % self.num_buckets if v else FIELD_OOV_ID for v in strings]
+            return np.asarray(ids, dtype=np.int64).reshape(len(strings))
+        if self._index is None:
+            self._index = {value: i + NUM_RESERVED_IDS for i, value in enumerate(self.vocab)}
+        return np.fromiter(map(self._index.get, strings, repeat(FIELD_OOV_ID)), dtype=np.int64, count=len(strings))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TabularSchema:
+    """Ordered fields plus the label and time columns of a CTR table.
+
+    Args:
+        fields: the categorical fields, in model-input order.
+        label_column: column holding the click/rating; `None` for unlabelled data.
+        label_threshold: label = 1 when value >= threshold; `None` means the column must already be 0/1.
+        time_column: column used for the time-ordered split (kept in the data, not a model input).
+    """
+
+    fields: list[FieldSpec]
+    label_column: str | None = "label"
+    label_threshold: float | None = None
+    time_column: str | None = None
+
+    def __post_init__(self):
+        self.fields = [f if isinstance(f, FieldSpec) else FieldSpec(**f) for f in self.fields]
+        names = self.field_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"Duplicate field names in schema: {names}")
+        self.oov_counts: Counter[str] = Counter()
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    @property
+    def display_names(self) -> list[str]:
+        return [f.display_name for f in self.fields]
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.fields)
+
+    @property
+    def field_vocab_sizes(self) -> list[int]:
+        return [f.vocab_size for f in self.fields]
+
+    @property
+    def offsets(self) -> list[int]:
+        """`offsets[f] = sum(field_vocab_sizes[:f])`: where field f starts in the shared embedding table."""
+        return np.concatenate([[0], np.cumsum(self.field_vocab_sizes)[:-1]]).astype(int).tolist()
+
+    def missing_columns(self, columns: Iterable[str]) -> list[str]:
+        present = set(columns)
+        return [name for name in self.field_names if name not in present]
+
+    def fit(self, table: Mapping[str, Sequence[Any]]) -> TabularSchema:
+        """Fit every field's vocabulary on `table` (the **train** split: dict of lists, DataFrame, Dataset)."""
+        missing = self.missing_columns(table.keys() if hasattr(table, "keys") else table.column_names)
+        if missing:
+            raise ValueError(f"Cannot fit schema: missing columns {missing}")
+        for spec in self.fields:
+            spec.fit(table[spec.name])
+        return self
+
+    def encode(self, table: Mapping[str, Sequence[Any]]) -> np.ndarray:
+        """Columns -> local field ids `(N, F)` int64. OOV hits are added to `self.oov_counts` per field."""
+        columns = [self.fields[f].encode(table[name]) for f, name in enumerate(self.field_names)]
+        ids = np.stack(columns, axis=1) if columns else np.zeros((0, 0), dtype=np.int64)
+        self.oov_counts.update({name: int(n) for name, n in zip(self.field_names, (ids == FIELD_OOV_ID).sum(0)) if n})
+        return ids
+
+    def feature_counts(self) -> list[int]:
+        """Train counts in global order (offset + local id), length `sum(field_vocab_sizes)`; reserved ids count 0."""
+        return [c for spec in self.fields for c in [0] * NUM_RESERVED_IDS + list(spec.counts)]
+
+    def check_compatible(self, config: Any) -> None:
+        """Raise `ValueError` naming the difference when a model config (object or dict) expects other fields.
+
+        Checks `field_names` and `field_vocab_sizes`, whichever the config defines.
+        """
+        get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
+        problems = []
+        for key, ours in (("field_names", self.field_names), ("field_vocab_sizes", self.field_vocab_sizes)):
+            theirs = get(key, None)
+            if theirs is not None and list(theirs) != list(ours):
+                diff = [(i, a, b) for i, (a, b) in enumerate(zip(theirs, ours)) if a != b]
+                detail = (
+                    f"lengths {len(theirs)} vs {len(ours)}"
+                    if len(theirs) != len(ours)
+                    else f"(index, model, data) {diff[:5]}"
+                )
+                problems.append(f"{key}: model has {list(theirs)}, data schema has {list(ours)}; {detail}")
+        if problems:
+            raise ValueError("Model config and data schema disagree: " + " | ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": SCHEMA_FORMAT_VERSION,
+            "fields": [spec.to_dict() for spec in self.fields],
+            "label_column": self.label_column,
+            "label_threshold": self.label_threshold,
+            "time_column": self.time_column,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TabularSchema:
+        data = dict(data)
+        data.pop("format_version", None)
+        return cls(**data)
+
+    def save(self, path: str) -> None:
+        """Write JSON; fields stay a list so their order survives any key sorting (hf_ecosystem P8)."""
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, ensure_ascii=False)
+
+    @classmethod
+    def load(cls, path: str) -> TabularSchema:
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
