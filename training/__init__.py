@@ -1,0 +1,1 @@
+"""FLIP training layer: argument dataclasses, a small Trainer subclass, CTR metrics, thin scripts and Hub helpers."""

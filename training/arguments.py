@@ -1,0 +1,188 @@
+"""Argument dataclasses of the FLIP scripts, parsed by `HfArgumentParser` from the command line or from a YAML /
+JSON config file given as the single positional argument (command-line flags then override the file):
+
+    python -m training.finetune training/configs/finetune_demo.yaml --learning_rate 3e-4 --output_dir out/ft
+"""
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to build.
+
+    `text_model` names the PLM (`"minilm"` = the bundled all-MiniLM-L6-v2, any Hub id or local path). `init_from`
+    is a FLIP pretraining checkpoint to start from; without it the model is built from scratch (ID-only baselines
+    with `ctr_mode="id"`, PLM-only with `ctr_mode="text"`). Every `FlipConfig` override defaults to `None` =
+    keep the value of the checkpoint / of `FlipConfig`.
+    """
+
+    text_model: str = field(default="minilm", metadata={"help": "PLM: 'minilm' (bundled), a Hub id or a local path."})
+    init_from: str | None = field(
+        default=None, metadata={"help": "FLIP pretraining checkpoint to finetune (or to continue pretraining) from."}
+    )
+    backbone: str | None = field(default=None, metadata={"help": "ID backbone: dcnv2, deepfm or autoint."})
+    ctr_mode: str | None = field(default=None, metadata={"help": "Finetuning variant: id, text or joint."})
+    embedding_dim: int | None = field(default=None, metadata={"help": "Field embedding size E."})
+    projection_dim: int | None = field(default=None, metadata={"help": "Common space size P of the ICL loss."})
+    temperature: float | None = field(default=None, metadata={"help": "Initial InfoNCE temperature."})
+    learn_temperature: bool | None = field(default=None, metadata={"help": "Learn the temperature."})
+    text_pooling: str | None = field(default=None, metadata={"help": "Text representation: cls or mean."})
+    use_icl: bool | None = field(default=None, metadata={"help": "Pretrain with the contrastive (ICL) loss."})
+    use_mlm: bool | None = field(default=None, metadata={"help": "Pretrain with the MLM loss."})
+    use_mtm: bool | None = field(default=None, metadata={"help": "Pretrain with the MTM loss."})
+    icl_weight: float | None = field(default=None, metadata={"help": "Weight of the ICL loss."})
+    mlm_weight: float | None = field(default=None, metadata={"help": "Weight of the MLM loss."})
+    mtm_weight: float | None = field(default=None, metadata={"help": "Weight of the MTM loss."})
+    mtm_loss: str | None = field(default=None, metadata={"help": "MTM objective: nce, sampled_softmax or softmax."})
+    nce_num_noise: int | None = field(default=None, metadata={"help": "Noise ids per masked field (nce)."})
+    backbone_dropout: float | None = field(default=None, metadata={"help": "Dropout inside the backbone MLP."})
+
+    def config_overrides(self) -> dict[str, Any]:
+        """The `FlipConfig` fields set on the command line / in the config file (non-`None`)."""
+        skip = {"text_model", "init_from"}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+@dataclass
+class DataArguments:
+    """Which data and how it becomes batches.
+
+    `dataset` is a recipe name of `processing` (`movielens-100k`, `movielens-1m`, ...) or a folder written by
+    `flip prepare` / `processing.prepare`. `max_train_samples` / `max_eval_samples` bound the budget (first rows
+    of the time-ordered split).
+    """
+
+    dataset: str = field(default="movielens-100k", metadata={"help": "Dataset recipe name or prepared folder."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Where prepared datasets are cached (default: the recipe's cache)."}
+    )
+    max_length: int = field(default=64, metadata={"help": "Prompt truncation length in tokens."})
+    text_mask_ratio: float = field(default=0.15, metadata={"help": "Share of fields whose tokens MLM masks."})
+    tabular_mask_ratio: float = field(default=0.15, metadata={"help": "Share of fields MTM masks."})
+    mask_same_fields: bool = field(default=False, metadata={"help": "MLM and MTM mask the same fields."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
+    num_proc: int | None = field(default=None, metadata={"help": "Processes for `Dataset.map` when preparing."})
+
+
+@dataclass
+class LoraArguments:
+    """Optional LoRA on the text tower only; the tabular model, projections and heads stay fully trained
+    (`modules_to_save`, which doubles their memory: the embedding tables are copied)."""
+
+    use_lora: bool = field(default=False, metadata={"help": "Wrap the text tower with LoRA adapters (peft)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: str = field(
+        default=r".*text_model\..*\.(query|value|q_proj|v_proj)",
+        metadata={"help": "Regex (full match) of the text-tower linear layers that get adapters."},
+    )
+    merge_lora: bool = field(
+        default=True, metadata={"help": "Save merged weights as the final model (adapter saved under adapter/)."}
+    )
+
+
+@dataclass
+class FlipTrainingArguments(TrainingArguments):
+    """`TrainingArguments` for CTR finetuning, with these defaults changed:
+
+    `output_dir="outputs/flip-ctr"`, `report_to="none"`, `remove_unused_columns=False` (the collator needs every
+    column), `eval_strategy="epoch"`, `save_strategy="epoch"`, `save_total_limit=2`, `load_best_model_at_end=True`,
+    `metric_for_best_model="auc"` (validation AUC; the test split is evaluated once, at the end),
+    `learning_rate=1e-3`, `per_device_train_batch_size=1024` (FLIP_ID reference), `logging_steps=50`.
+    New fields: `text_learning_rate` (separate PLM learning rate), `early_stopping_patience` (0 = off).
+    `push_to_hub=True` does NOT go to `Trainer` (which would create the repo in `__init__` and overwrite the card):
+    it is moved to `push_final_to_hub` and the script publishes the final folder with `training.hub` instead.
+    """
+
+    output_dir: str | None = field(default="outputs/flip-ctr", metadata={"help": "Where checkpoints and results go."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep columns for the FLIP collators."})
+    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
+    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "Checkpoint every epoch."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep the best and the latest checkpoints."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Reload the best validation checkpoint."})
+    metric_for_best_model: str | None = field(default="auc", metadata={"help": "Validation metric to select on."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate (non-PLM parameters)."})
+    per_device_train_batch_size: int = field(default=1024, metadata={"help": "Train batch size per device."})
+    per_device_eval_batch_size: int = field(default=1024, metadata={"help": "Eval batch size per device."})
+    logging_steps: float = field(default=50, metadata={"help": "Log every N steps."})
+    text_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the text tower (default: learning_rate)."}
+    )
+    early_stopping_patience: int = field(
+        default=3, metadata={"help": "Stop after N evaluations without improvement of the best metric (0 = off)."}
+    )
+
+    def __post_init__(self):
+        self.push_final_to_hub, self.push_to_hub = self.push_to_hub, False
+        super().__post_init__()
+
+
+@dataclass
+class FlipPretrainingArguments(FlipTrainingArguments):
+    """`FlipTrainingArguments` for FLIP pretraining: the best checkpoint is chosen on the validation pretraining
+    loss (`metric_for_best_model="loss"`), with the reference AdamW lr 1e-4, weight decay 1e-3, cosine schedule,
+    batch 128, `output_dir="outputs/flip-pretrain"`, no early stopping by default."""
+
+    output_dir: str | None = field(default="outputs/flip-pretrain", metadata={"help": "Where checkpoints go."})
+    metric_for_best_model: str | None = field(default="loss", metadata={"help": "Validation metric to select on."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate."})
+    weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay."})
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    per_device_train_batch_size: int = field(default=128, metadata={"help": "Train batch size per device."})
+    per_device_eval_batch_size: int = field(default=256, metadata={"help": "Eval batch size per device."})
+    early_stopping_patience: int = field(default=0, metadata={"help": "Early stopping patience (0 = off)."})
+
+
+def config_to_argv(config: dict[str, Any]) -> list[str]:
+    """`{"lr": 1e-3, "label_names": ["labels"]}` -> `["--lr", "0.001", "--label_names", "labels"]`."""
+    argv = []
+    for key, value in config.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = json.dumps(value)
+        values = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        argv += [f"--{key}", *values]
+    return argv
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a flat dict of argument values."""
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
+    if not isinstance(config, dict):
+        raise TypeError(f"{path}: a config file must hold a mapping of argument names to values, got {config!r}")
+    return config
+
+
+def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
+    """Parse `[CONFIG_FILE] [--flag value ...]` into instances of `dataclass_types` (flags override the file)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0].endswith(CONFIG_SUFFIXES):
+        if not os.path.isfile(argv[0]):
+            raise FileNotFoundError(f"config file {argv[0]!r} does not exist")
+        argv = config_to_argv(load_config_file(argv[0])) + argv[1:]
+    return HfArgumentParser(dataclass_types).parse_args_into_dataclasses(args=argv)
+
+
+def make_parser(dataclass_types: tuple[type, ...], prog: str, description: str) -> HfArgumentParser:
+    """An `HfArgumentParser` with the positional `CONFIG_FILE` documented, for `--help`."""
+    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
+    parser.usage = f"{prog} [CONFIG_FILE.yaml|json] [--flag value ...]"
+    return parser

@@ -1,0 +1,111 @@
+"""`FlipTrainer`: `transformers.Trainer` plus component-loss logging, a separate PLM learning rate and
+atomic checkpoints. Nothing else: model building, data and metrics live in the scripts and `ctr_metrics`."""
+
+import os
+import shutil
+
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+TEXT_TOWER_NAME = "text_model"
+
+
+class FlipTrainer(Trainer):
+    """`Trainer` for FLIP pretraining and CTR finetuning.
+
+    - Logs every scalar component of the model output next to `loss` (pretraining: `icl_loss`, `mlm_loss`,
+      `mtm_loss`, accuracies; finetuning: `id_loss`, `text_loss`, `joint_loss`, `alpha`). Values are accumulated
+      as detached device tensors and turned into Python floats only at logging time (no host sync per step),
+      averaged over the logging window and over processes. Evaluation logs them with the `eval_` prefix.
+    - `args.text_learning_rate` (if set) gives the parameters of the text tower (`text_model`) their own learning
+      rate (an extra optimizer param group), the rest uses `args.learning_rate`.
+    - Checkpoints are written under a temporary name and renamed once complete, so an interrupted save never
+      leaves a `checkpoint-N` folder that `resume_from_checkpoint` would pick up half-written.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._component_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
+        self._component_counts: dict[str, int] = {"train": 0, "eval": 0}
+        self._staging_dir: str | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        mode = "train" if model.training else "eval"
+        sums = self._component_sums[mode]
+        for key, value in outputs.items():
+            if key != "loss" and isinstance(value, torch.Tensor) and value.dim() == 0:
+                value = value.detach().float()
+                sums[key] = sums[key] + value if key in sums else value
+        self._component_counts[mode] += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        eval_prefix = next((key[: -len("runtime")] for key in logs if key.endswith("_runtime")), None)
+        mode = "train" if "loss" in logs else "eval" if eval_prefix and eval_prefix != "train_" else None
+        if mode is not None and self._component_counts[mode]:
+            sums, count = self._component_sums[mode], self._component_counts[mode]
+            names = sorted(sums)  # same order on every process
+            if names:
+                means = self.accelerator.reduce(torch.stack([sums[name] for name in names]) / count, "mean")
+                prefix = "" if mode == "train" else eval_prefix
+                logs.update({prefix + name: round(value, 4) for name, value in zip(names, means.tolist())})
+            self._component_sums[mode], self._component_counts[mode] = {}, 0
+        super().log(logs, start_time)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """Default optimizer; with `text_learning_rate`, text-tower params go into groups with that lr."""
+        text_lr = getattr(self.args, "text_learning_rate", None)
+        opt_model = self.model if model is None else model
+        if self.optimizer is not None or text_lr is None:
+            return super().create_optimizer(model)
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in opt_model.named_parameters():
+            if param.requires_grad:
+                is_text = TEXT_TOWER_NAME in name.split(".")
+                groups.setdefault((is_text, name in decay), []).append(param)
+        param_groups = [
+            {
+                "params": params,
+                "weight_decay": self.args.weight_decay if decayed else 0.0,
+                **({"lr": text_lr} if is_text else {}),
+            }
+            for (is_text, decayed), params in sorted(groups.items())
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _get_output_dir(self, trial) -> str:
+        return self._staging_dir or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: nn.Module, trial) -> None:
+        """Save into `<output_dir>/tmp-checkpoint-N/checkpoint-N`, then rename it to `<output_dir>/checkpoint-N`."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root, final = os.path.join(run_dir, f"tmp-{name}"), os.path.join(run_dir, name)
+        self._staging_dir = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_dir = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging_root, name), final)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+            if self.state.best_global_step and os.path.isdir(best):
+                self.state.best_model_checkpoint = best
+                self.state.save_to_json(os.path.join(final, "trainer_state.json"))
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
