@@ -69,8 +69,8 @@ class DataArguments:
         default=None, metadata={"help": "Where prepared datasets are cached (default: the recipe's cache)."}
     )
     max_length: int = field(default=64, metadata={"help": "Prompt truncation length in tokens."})
-    text_mask_ratio: float = field(default=0.15, metadata={"help": "Share of fields whose tokens MLM masks."})
-    tabular_mask_ratio: float = field(default=0.15, metadata={"help": "Share of fields MTM masks."})
+    mlm_field_ratio: float = field(default=0.15, metadata={"help": "Share of fields whose tokens MLM masks."})
+    mtm_field_ratio: float = field(default=0.15, metadata={"help": "Share of fields MTM masks."})
     mask_same_fields: bool = field(default=False, metadata={"help": "MLM and MTM mask the same fields."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})

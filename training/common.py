@@ -1,0 +1,107 @@
+"""Helpers shared by the FLIP scripts: model construction, LoRA, scoring loops, run metadata, atomic writes."""
+
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import EarlyStoppingCallback, TrainerCallback
+
+from .arguments import FlipTrainingArguments, LoraArguments
+from .trainer import TEXT_TOWER_NAME
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write `data` as indented JSON atomically (temporary file in the same folder, then rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False, encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+    os.replace(handle.name, path)
+
+
+def hardware_description() -> str:
+    """e.g. `"1x NVIDIA H100 80GB HBM3"` or `"CPU x86_64, 2 cores"`."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    return f"CPU {platform.machine()}, {os.cpu_count()} cores"
+
+
+def command_line() -> str:
+    """The command that started this process, shell-quoted."""
+    return " ".join(shlex.quote(part) for part in [os.path.basename(sys.executable), *sys.argv])
+
+
+def training_callbacks(args: FlipTrainingArguments) -> list[TrainerCallback]:
+    """Early stopping on the validation `metric_for_best_model` when `early_stopping_patience > 0`."""
+    if args.early_stopping_patience > 0 and args.eval_strategy != "no":
+        return [EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience)]
+    return []
+
+
+def _non_text_modules(module: nn.Module, prefix: str = "") -> list[str]:
+    """Dotted names of the largest submodules that hold no part of the text tower."""
+    names = []
+    for name, child in module.named_children():
+        if name == TEXT_TOWER_NAME:
+            continue
+        if any(sub_name.split(".")[-1] == TEXT_TOWER_NAME for sub_name, _ in child.named_modules()):
+            names += _non_text_modules(child, f"{prefix}{name}.")
+        else:
+            names.append(f"{prefix}{name}")
+    return names
+
+
+def apply_lora(model: nn.Module, lora_args: LoraArguments) -> nn.Module:
+    """Wrap `model` with LoRA adapters on the text tower (`lora_target_modules`); every other module is fully
+    trained and saved with the adapter (`modules_to_save`), loose parameters (e.g. the joint `alpha`) too."""
+    from peft import LoraConfig, get_peft_model
+
+    if getattr(model, "flip", model).text_model is None:
+        raise ValueError("--use_lora needs a text tower: ctr_mode='id' builds none")
+    config = LoraConfig(
+        r=lora_args.lora_r,
+        lora_alpha=lora_args.lora_alpha,
+        lora_dropout=lora_args.lora_dropout,
+        target_modules=lora_args.lora_target_modules,
+        modules_to_save=_non_text_modules(model),
+    )
+    peft_model = get_peft_model(model, config)
+    for name, param in peft_model.named_parameters():
+        if TEXT_TOWER_NAME not in name.split(".") and not param.requires_grad:
+            param.requires_grad_(True)  # parameters owned directly by a module that also holds the text tower
+    peft_model.print_trainable_parameters()
+    return peft_model
+
+
+def unwrap_lora(model: nn.Module, lora_args: LoraArguments, output_dir: str) -> nn.Module:
+    """Save the adapter under `output_dir/adapter` and return the plain model: merged (`merge_lora`) or the base
+    model with the adapter still attached. Models without LoRA are returned unchanged."""
+    if not lora_args.use_lora:
+        return model
+    model.save_pretrained(os.path.join(output_dir, "adapter"))
+    return model.merge_and_unload() if lora_args.merge_lora else model
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, dataset, collator, batch_size: int, description: str = "scoring", device: str | None = None
+) -> np.ndarray:
+    """Click logits (N,) of `model` over `dataset` (rows of processor output), batched, with a progress bar."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator, shuffle=False)
+    outputs = []
+    for batch in tqdm(loader, desc=description, unit="batch"):
+        batch = {key: value.to(device) for key, value in batch.items() if key != "labels"}
+        outputs.append(model(**batch).logits.float().cpu())
+    return torch.cat(outputs).numpy() if outputs else np.zeros(0, dtype=np.float32)
