@@ -4,6 +4,7 @@ JSON config file given as the single positional argument (command-line flags the
     python -m training.finetune training/configs/finetune_demo.yaml --learning_rate 3e-4 --output_dir out/ft
 """
 
+import argparse
 import json
 import os
 import sys
@@ -15,6 +16,10 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """`--help` keeps the module docstring's line breaks (launch commands) and shows every default."""
 
 
 @dataclass
@@ -130,6 +135,8 @@ class FlipTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         self.push_final_to_hub, self.push_to_hub = self.push_to_hub, False
+        if self.push_final_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id (e.g. my-user/flip-movielens-100k)")
         super().__post_init__()
 
 
@@ -171,18 +178,23 @@ def load_config_file(path: str) -> dict[str, Any]:
     return config
 
 
-def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
-    """Parse `[CONFIG_FILE] [--flag value ...]` into instances of `dataclass_types` (flags override the file)."""
+def make_parser(dataclass_types: tuple[type, ...], prog: str, description: str | None) -> HfArgumentParser:
+    """An `HfArgumentParser` over `dataclass_types` whose usage line shows the optional config file."""
+    parser = HfArgumentParser(dataclass_types, prog=prog, description=description, formatter_class=HelpFormatter)
+    parser.usage = f"{prog} [CONFIG_FILE.yaml|json] [--flag value ...]"
+    return parser
+
+
+def parse_args(parser: HfArgumentParser, argv: list[str] | None = None) -> tuple:
+    """Parse `[CONFIG_FILE] [--flag value ...]` into the parser's dataclasses (flags override the file)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-") and argv[0].endswith(CONFIG_SUFFIXES):
         if not os.path.isfile(argv[0]):
             raise FileNotFoundError(f"config file {argv[0]!r} does not exist")
         argv = config_to_argv(load_config_file(argv[0])) + argv[1:]
-    return HfArgumentParser(dataclass_types).parse_args_into_dataclasses(args=argv)
+    return parser.parse_args_into_dataclasses(args=argv)
 
 
-def make_parser(dataclass_types: tuple[type, ...], prog: str, description: str) -> HfArgumentParser:
-    """An `HfArgumentParser` with the positional `CONFIG_FILE` documented, for `--help`."""
-    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
-    parser.usage = f"{prog} [CONFIG_FILE.yaml|json] [--flag value ...]"
-    return parser
+def command_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """A plain `argparse` parser for the small commands (evaluate, predict, push, demo), same help format."""
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)

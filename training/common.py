@@ -6,6 +6,7 @@ import platform
 import shlex
 import sys
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
@@ -13,10 +14,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers import AutoConfig, EarlyStoppingCallback, TrainerCallback
+
+from modeling_flip import FlipConfig
 
 from .arguments import FlipTrainingArguments, LoraArguments
+from .hub import CardInfo, push_to_hub, save_for_hub
 from .trainer import TEXT_TOWER_NAME
+
+RESULTS_NAME = "results.json"
 
 
 def write_json(path: str, data: Any) -> None:
@@ -105,3 +111,59 @@ def predict_logits(
         batch = {key: value.to(device) for key, value in batch.items() if key != "labels"}
         outputs.append(model(**batch).logits.float().cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros(0, dtype=np.float32)
+
+
+def best_validation_metrics(trainer) -> dict[str, float]:
+    """Validation metrics of the best (else the last) evaluation, read from the log history: no extra pass."""
+    step = trainer.state.best_global_step
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry and (not step or entry.get("step") == step):
+            return {key: value for key, value in entry.items() if key.startswith("eval_")}
+    return trainer.evaluate()
+
+
+def build_model(model_class, model_args, schema, text_model_path: str) -> nn.Module:
+    """A `FlipForPretraining` / `FlipForCTR` for `schema`: from `model_args.init_from` (a FLIP checkpoint, with the
+    config overrides, e.g. `ctr_mode`), else new around the pretrained PLM, else (`ctr_mode="id"`) without any
+    text tower (ID-only baselines: the PLM's config is kept, its weights are never loaded)."""
+    overrides = model_args.config_overrides()
+    schema_kwargs = {"field_names": schema.field_names, "field_vocab_sizes": schema.field_vocab_sizes}
+    if model_args.init_from:
+        model = model_class.from_pretrained(model_args.init_from, dtype=torch.float32, **overrides)
+        schema.check_compatible(model.config)
+    elif overrides.get("ctr_mode") == "id":
+        config = FlipConfig(text_config=AutoConfig.from_pretrained(text_model_path), **schema_kwargs, **overrides)
+        model = model_class(config)
+    else:
+        model = model_class.from_text_pretrained(
+            text_model_path, text_model_kwargs={"dtype": torch.float32}, **schema_kwargs, **overrides
+        )
+    return model
+
+
+def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, results: dict[str, Any]) -> nn.Module:
+    """Write the final, Hub-ready `output_dir` (plain or LoRA-merged model, processor, code files, README.md,
+    `results.json`), push it when `--push_to_hub`, and return the plain model."""
+    args = trainer.args
+    model = trainer.model
+    card.training_command, card.hardware = results["command"], results["hardware"]
+    card.wall_time = f"{results['wall_time_s']} s"
+    if trainer.is_world_process_zero():
+        model = unwrap_lora(model, lora_args, args.output_dir)
+        save_for_hub(model, processor, args.output_dir, card)
+        write_json(os.path.join(args.output_dir, RESULTS_NAME), results)
+        if args.push_final_to_hub:
+            push_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, private=bool(args.hub_private_repo))
+    trainer.accelerator.wait_for_everyone()
+    return model
+
+
+def run_record(start_time: float, trainer) -> dict[str, Any]:
+    """Wall time, command, hardware and process count of this run, for `results.json`."""
+    return {
+        "wall_time_s": round(time.time() - start_time, 1),
+        "command": command_line(),
+        "hardware": hardware_description(),
+        "num_processes": trainer.accelerator.num_processes,
+        "output_dir": trainer.args.output_dir,
+    }

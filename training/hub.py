@@ -11,6 +11,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .arguments import command_parser
+
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 HUB_TEXT_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 IGNORE_ON_UPLOAD = ["checkpoint-*", "tmp-checkpoint-*", "runs/*", "*.pt", "*.pth", "training_args.bin"]
@@ -104,3 +106,22 @@ def push_to_hub(
         commit_message=commit_message,
         ignore_patterns=IGNORE_ON_UPLOAD,
     )
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m training.hub") -> None:
+    """`flip push FOLDER REPO_ID [--private] [--token T]`: upload a folder written by the training scripts."""
+    parser = command_parser(prog, __doc__)
+    parser.add_argument("folder", help="folder written by finetune / pretrain / save_for_hub")
+    parser.add_argument("repo_id", help="Hub repository, e.g. my-user/flip-movielens-100k")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one / HF_TOKEN)")
+    parser.add_argument("--commit_message", default="Upload FLIP model", help="commit message")
+    args = parser.parse_args(argv)
+    info = push_to_hub(
+        args.folder, args.repo_id, token=args.token, private=args.private, commit_message=args.commit_message
+    )
+    print(f"pushed {args.folder} to {args.repo_id}: {info}")
+
+
+if __name__ == "__main__":
+    main()

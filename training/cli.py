@@ -1,0 +1,51 @@
+"""`flip` console script: one entry point for the data, training, evaluation and publishing commands.
+
+    flip demo                                   # the README's quick CPU run (movielens-100k + bundled MiniLM)
+    flip prepare movielens-100k                 # processing.prepare
+    flip pretrain training/configs/pretrain_demo.yaml [--flag value ...]
+    flip finetune training/configs/finetune_demo.yaml --init_from outputs/pretrain --ctr_mode joint
+    flip evaluate MODEL_DIR --dataset movielens-100k --split test
+    flip predict MODEL_DIR rows.csv --output_file scored.csv
+    flip push MODEL_DIR user/repo [--private]
+
+`flip COMMAND --help` lists each command's options.
+"""
+
+import importlib
+import inspect
+import sys
+
+COMMANDS = {
+    "prepare": ("processing.prepare", "download/parse a dataset, fit the schema, tokenise and cache it"),
+    "pretrain": ("training.pretrain", "FLIP pretraining (ICL + MLM + MTM)"),
+    "finetune": ("training.finetune", "CTR finetuning (FLIP_ID / FLIP_PLM / FLIP) and baselines"),
+    "evaluate": ("training.evaluate", "AUC / LogLoss of a saved model on a dataset split"),
+    "predict": ("training.predict", "add a `ctr` probability column to a CSV / Parquet / JSONL table"),
+    "push": ("training.hub", "upload a saved model folder to the Hugging Face Hub"),
+    "demo": ("training.demo", "end-to-end CPU demo: prepare, pretrain, finetune, compare with DCNv2"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "usage: flip COMMAND [ARGS ...]\n\ncommands:\n" + "\n".join(lines) + "\n\n" + __doc__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch `flip COMMAND ARGS...` to `COMMAND`'s module `main(ARGS, prog="flip COMMAND")`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"flip: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    command_main = importlib.import_module(COMMANDS[argv[0]][0]).main
+    accepts_prog = "prog" in inspect.signature(command_main).parameters
+    command_main(argv[1:], **({"prog": f"flip {argv[0]}"} if accepts_prog else {}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
