@@ -1,0 +1,447 @@
+"""FLIP models: shapes, losses, switches, save/load, pretrained text encoder, memorisation, DDP gather, LoRA."""
+
+import logging
+import math
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from transformers import BertModel
+
+from modeling_flip import FlipConfig, FlipForCTR, FlipForPretraining, FlipModel
+from modeling_flip.modeling_flip import contrastive_loss
+
+FIELD_VOCAB_SIZES = [5, 8, 12, 6]
+BACKBONES = ["dcnv2", "deepfm", "autoint"]
+CTR_MODES = ["id", "text", "joint"]
+MTM_LOSSES = ["nce", "sampled_softmax", "softmax"]
+
+
+class FlipModelTester:
+    """Builds tiny configs and random, consistent batches for every FLIP head."""
+
+    def __init__(self, text_config, batch_size: int = 4, seq_length: int = 10):
+        self.text_config = text_config
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+
+    def config_kwargs(self, **overrides) -> dict:
+        """Tiny `FlipConfig` fields, without the text config."""
+        kwargs = {
+            "field_names": [f"f{i}" for i in range(len(FIELD_VOCAB_SIZES))],
+            "field_vocab_sizes": FIELD_VOCAB_SIZES,
+            "embedding_dim": 8,
+            "low_rank": 4,
+            "mlp_hidden_sizes": [16, 8],
+            "projection_dim": 16,
+            "nce_num_noise": 5,
+            "mtm_embedding_dim": 8,
+        }
+        return {**kwargs, **overrides}
+
+    def get_config(self, **overrides) -> FlipConfig:
+        return FlipConfig(text_config=self.text_config, **self.config_kwargs(**overrides))
+
+    def text_inputs(self, generator: torch.Generator) -> dict:
+        shape = (self.batch_size, self.seq_length)
+        input_ids = torch.randint(5, self.text_config.vocab_size, shape, generator=generator)
+        attention_mask = torch.ones(shape, dtype=torch.long)
+        attention_mask[0, -3:] = 0  # one padded row
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def field_ids(self, generator: torch.Generator) -> torch.Tensor:
+        columns = [torch.randint(2, size, (self.batch_size,), generator=generator) for size in FIELD_VOCAB_SIZES]
+        return torch.stack(columns, dim=1)  # (B, F)
+
+    def pretraining_inputs(self, seed: int = 0) -> dict:
+        generator = torch.Generator().manual_seed(seed)
+        inputs = {**self.text_inputs(generator), "field_ids": self.field_ids(generator)}
+        masked_positions = torch.zeros_like(inputs["input_ids"], dtype=torch.bool)
+        masked_positions[:, 2:4] = True  # the tokens of one field value
+        inputs["masked_input_ids"] = inputs["input_ids"].masked_fill(masked_positions, 4)
+        inputs["mlm_labels"] = inputs["input_ids"].masked_fill(~masked_positions, -100)
+        masked_fields = torch.zeros_like(inputs["field_ids"], dtype=torch.bool)
+        masked_fields[torch.arange(self.batch_size), torch.arange(self.batch_size) % len(FIELD_VOCAB_SIZES)] = True
+        inputs["masked_field_ids"] = inputs["field_ids"].masked_fill(masked_fields, 0)
+        inputs["mtm_labels"] = inputs["field_ids"].masked_fill(~masked_fields, -100)
+        return inputs
+
+    def ctr_inputs(self, seed: int = 0) -> dict:
+        generator = torch.Generator().manual_seed(seed)
+        labels = torch.randint(0, 2, (self.batch_size,), generator=generator).float()
+        return {**self.text_inputs(generator), "field_ids": self.field_ids(generator), "labels": labels}
+
+
+@pytest.fixture
+def tester(tiny_text_config) -> FlipModelTester:
+    return FlipModelTester(tiny_text_config)
+
+
+def _count_calls(module: torch.nn.Module) -> list:
+    calls = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+# ------------------------------------------------------------------------------------------------ shapes and losses
+
+
+@pytest.mark.parametrize("mtm_loss", MTM_LOSSES)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_pretraining_shapes_and_finite_losses(tester, backbone, mtm_loss):
+    torch.manual_seed(0)
+    model = FlipForPretraining(tester.get_config(backbone=backbone, mtm_loss=mtm_loss))
+    output = model(**tester.pretraining_inputs())
+    batch, projection = tester.batch_size, model.config.projection_dim
+    assert output.logits_per_tabular.shape == (batch, batch)
+    assert output.tabular_embeds.shape == output.text_embeds.shape == (batch, projection)
+    for name in ("loss", "icl_loss", "mlm_loss", "mtm_loss", "mlm_accuracy", "mtm_accuracy"):
+        assert getattr(output, name).dim() == 0 and torch.isfinite(getattr(output, name)), name
+    assert torch.allclose(output.loss, output.icl_loss + output.mlm_loss + output.mtm_loss)
+
+
+@pytest.mark.parametrize("ctr_mode", CTR_MODES)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_ctr_shapes_and_losses(tester, backbone, ctr_mode):
+    torch.manual_seed(0)
+    model = FlipForCTR(tester.get_config(backbone=backbone, ctr_mode=ctr_mode))
+    output = model(**tester.ctr_inputs())
+    assert output.logits.shape == (tester.batch_size,)
+    assert (output.id_logits is not None) == (ctr_mode != "text")
+    assert (output.text_logits is not None) == (ctr_mode != "id")
+    assert (output.alpha is not None) == (output.joint_loss is not None) == (ctr_mode == "joint")
+    components = [loss for loss in (output.joint_loss, output.id_loss, output.text_loss) if loss is not None]
+    assert torch.isfinite(output.loss) and torch.allclose(output.loss, sum(components))
+    if ctr_mode == "joint":  # alpha starts at 0: the joint logit is the text logit plus the (zero) bias
+        assert torch.allclose(output.logits, output.text_logits)
+
+
+def test_ctr_without_labels_has_no_loss(tester):
+    inputs = tester.ctr_inputs()
+    inputs.pop("labels")
+    output = FlipForCTR(tester.get_config()).eval()(**inputs)
+    assert output.loss is None and output.logits.shape == (tester.batch_size,)
+
+
+def test_flip_model_features(tester):
+    model = FlipModel(tester.get_config()).eval()
+    inputs = tester.ctr_inputs()
+    output = model(
+        input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], field_ids=inputs["field_ids"]
+    )
+    batch, hidden = tester.batch_size, tester.text_config.hidden_size
+    assert output.text_last_hidden_state.shape == (batch, tester.seq_length, hidden)
+    assert output.tabular_hidden.shape == (batch, model.tabular_model.output_size)
+    assert torch.equal(output.tabular_embeds, model.get_tabular_features(inputs["field_ids"]))
+    assert torch.equal(output.text_embeds, model.get_text_features(inputs["input_ids"], inputs["attention_mask"]))
+
+
+def test_mean_pooling_ignores_padding(tester):
+    model = FlipModel(tester.get_config(text_pooling="mean")).eval()
+    inputs = tester.text_inputs(torch.Generator().manual_seed(0))
+    states, pooled = model.encode_text(**inputs)
+    assert torch.allclose(pooled[0], states[0, : tester.seq_length - 3].mean(0), atol=1e-6)
+
+
+def test_gradients_reach_both_towers(tester):
+    model = FlipForPretraining(tester.get_config())
+    model(**tester.pretraining_inputs()).loss.backward()
+    # the first-order term and the backbone logit only serve CTR finetuning
+    tabular = {
+        n: p for n, p in model.flip.tabular_model.named_parameters() if not n.startswith(("linear", "backbone.logit"))
+    }
+    for name, parameter in [*model.flip.text_model.named_parameters(), *tabular.items()]:
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    ("switches", "text_passes", "tabular_passes"),
+    [
+        ({}, 2, 2),
+        ({"use_icl": False}, 2, 2),
+        ({"use_mlm": False}, 1, 2),
+        ({"use_mtm": False}, 2, 1),
+        ({"use_mlm": False, "use_mtm": False}, 1, 1),
+    ],
+)
+def test_switches_remove_losses_and_passes(tester, switches, text_passes, tabular_passes):
+    model = FlipForPretraining(tester.get_config(**switches))
+    text_calls, tabular_calls = _count_calls(model.flip.text_model), _count_calls(model.flip.tabular_model)
+    inputs = tester.pretraining_inputs()
+    for name, masked_inputs in (
+        ("use_mlm", ["masked_input_ids", "mlm_labels"]),
+        ("use_mtm", ["masked_field_ids", "mtm_labels"]),
+    ):
+        if not switches.get(name, True):  # an ablated loss needs none of its inputs
+            for key in masked_inputs:
+                inputs.pop(key)
+    output = model(**inputs)
+    assert (len(text_calls), len(tabular_calls)) == (text_passes, tabular_passes)
+    for loss in ("icl", "mlm", "mtm"):
+        enabled = switches.get(f"use_{loss}", True)
+        assert (getattr(output, f"{loss}_loss") is not None) == enabled
+    assert (model.mlm_head is None) == (not switches.get("use_mlm", True))
+    assert (model.mtm_head is None) == (not switches.get("use_mtm", True))
+
+
+def test_return_loss_false_gives_embeddings_only(tester):
+    model = FlipForPretraining(tester.get_config())
+    text_calls = _count_calls(model.flip.text_model)
+    output = model(**tester.pretraining_inputs(), return_loss=False)
+    assert output.loss is None and output.icl_loss is None and output.mlm_loss is None and output.mtm_loss is None
+    assert output.logits_per_tabular.shape == (tester.batch_size, tester.batch_size) and len(text_calls) == 1
+
+
+def test_missing_masked_inputs_raise(tester):
+    inputs = tester.pretraining_inputs()
+    inputs.pop("mtm_labels")
+    with pytest.raises(ValueError, match="mtm_labels"):
+        FlipForPretraining(tester.get_config())(**inputs)
+
+
+def test_learnable_temperature(tester):
+    model = FlipForPretraining(tester.get_config(learn_temperature=True, temperature=0.5))
+    assert math.isclose(model.log_temperature.exp().item(), 0.5, rel_tol=1e-6)
+    model(**tester.pretraining_inputs()).loss.backward()
+    assert model.log_temperature.grad is not None
+    assert "log_temperature" not in dict(FlipForPretraining(tester.get_config()).named_parameters())
+
+
+def test_feature_frequencies_set_noise_distribution(tester):
+    model = FlipForPretraining(tester.get_config())
+    uniform = model.mtm_head.noise_probs.clone()
+    assert uniform[0] == uniform[1] == 0 and torch.isclose(uniform.sum(), torch.tensor(1.0))
+    counts = torch.arange(sum(FIELD_VOCAB_SIZES)).tolist()
+    model.set_feature_frequencies(counts)
+    assert torch.allclose(model.mtm_head.noise_probs, torch.tensor(counts, dtype=torch.float) / sum(counts))
+    with pytest.raises(ValueError, match="non-negative"):
+        model.set_feature_frequencies(counts[:-1])
+
+
+# ------------------------------------------------------------------------------------------------ loss references
+
+
+def test_contrastive_loss_matches_hand_computation():
+    tabular = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    text = torch.tensor([[0.5, 0.5], [0.0, 2.0], [1.0, -1.0]])
+    temperature = 0.5
+
+    def row_loss(similarities: list[float], index: int) -> float:
+        return -similarities[index] + math.log(sum(math.exp(s) for s in similarities))
+
+    sims = [[sum(a * b for a, b in zip(t, x)) / temperature for x in text.tolist()] for t in tabular.tolist()]
+    columns = [list(column) for column in zip(*sims)]
+    expected = (sum(row_loss(sims[i], i) for i in range(3)) + sum(row_loss(columns[i], i) for i in range(3))) / 6
+    loss, logits = contrastive_loss(tabular, text, torch.tensor(temperature))
+    assert math.isclose(loss.item(), expected, rel_tol=1e-6)
+    assert torch.allclose(logits, torch.tensor(sims))
+
+
+def _gather_worker(rank: int, world_size: int, init_file: str, tabular: torch.Tensor, text: torch.Tensor, results):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    rows = slice(rank * len(tabular) // world_size, (rank + 1) * len(tabular) // world_size)
+    local_tabular = tabular[rows].clone().requires_grad_(True)
+    local_text = text[rows].clone().requires_grad_(True)
+    loss, logits = contrastive_loss(local_tabular, local_text, torch.tensor(0.7))
+    loss.backward()
+    results[rank] = (loss.detach(), logits.detach(), local_tabular.grad, local_text.grad)
+    dist.destroy_process_group()
+
+
+def test_all_gather_two_processes_match_one_process(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    tabular, text = torch.randn(8, 6, generator=generator), torch.randn(8, 6, generator=generator)
+    manager = mp.get_context("spawn").Manager()
+    results = manager.dict()
+    mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), tabular, text, results), nprocs=2)
+
+    full_tabular, full_text = tabular.clone().requires_grad_(True), text.clone().requires_grad_(True)
+    full_loss, full_logits = contrastive_loss(full_tabular, full_text, torch.tensor(0.7))
+    full_loss.backward()
+    # DDP averages gradients over processes: the mean of the per-process losses and gradients is the 1-process one
+    assert torch.allclose((results[0][0] + results[1][0]) / 2, full_loss.detach(), atol=1e-6)
+    assert torch.allclose(torch.cat([results[0][1], results[1][1]]), full_logits.detach(), atol=1e-6)
+    for index, full_grad in ((2, full_tabular.grad), (3, full_text.grad)):
+        assert torch.allclose(torch.cat([results[0][index], results[1][index]]) / 2, full_grad, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ save / load
+
+
+@pytest.mark.parametrize("model_class", [FlipModel, FlipForPretraining, FlipForCTR])
+def test_save_load_same_outputs(tester, tmp_path, model_class):
+    torch.manual_seed(0)
+    model = model_class(tester.get_config(backbone="autoint", learn_temperature=True)).eval()
+    model.save_pretrained(tmp_path)
+    loaded = model_class.from_pretrained(tmp_path).eval()
+    inputs = tester.pretraining_inputs() if model_class is FlipForPretraining else tester.ctr_inputs()
+    if model_class is FlipModel:
+        inputs = {key: inputs[key] for key in ("input_ids", "attention_mask", "field_ids")}
+    outputs = []
+    for candidate in (model, loaded):
+        torch.manual_seed(1)  # NCE noise samples
+        outputs.append(candidate(**inputs))
+    assert outputs[0].keys() == outputs[1].keys()
+    for key in outputs[0]:
+        assert torch.equal(outputs[0][key], outputs[1][key]), key
+    for name in ("modeling_flip.py", "configuration_flip.py", "tabular_backbones.py"):
+        assert (tmp_path / name).is_file()
+
+
+def test_ctr_id_mode_from_pretraining_dir_has_no_text_tower(tester, tmp_path, capsys, caplog):
+    pretrained = FlipForPretraining(tester.get_config())
+    pretrained.save_pretrained(tmp_path)
+    with caplog.at_level(logging.INFO):
+        model = FlipForCTR.from_pretrained(tmp_path, ctr_mode="id")
+    assert "LOAD REPORT" not in caplog.text  # neither unexpected text weights nor missing CTR weights
+    assert model.flip.text_model is None and model.flip.text_projection is None
+    assert not [name for name, _ in model.named_parameters() if "text" in name]
+    assert "UNEXPECTED" not in capsys.readouterr().err
+    for name, tensor in model.flip.tabular_model.state_dict().items():
+        assert torch.equal(tensor, pretrained.flip.tabular_model.state_dict()[name]), name
+    inputs = tester.ctr_inputs()
+    assert model(field_ids=inputs["field_ids"], labels=inputs["labels"]).logits.shape == (tester.batch_size,)
+
+
+@pytest.mark.parametrize("model_class", [FlipModel, FlipForPretraining, FlipForCTR])
+def test_from_text_pretrained_keeps_encoder_weights(tester, tiny_encoder_dir, model_class):
+    model = model_class.from_text_pretrained(tiny_encoder_dir, **tester.config_kwargs())
+    text_model = model if model_class is FlipModel else model.flip
+    source = BertModel.from_pretrained(tiny_encoder_dir, add_pooling_layer=False)
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(text_model.text_model.state_dict()[name], tensor), name
+    assert model.config.text_config.hidden_size == source.config.hidden_size
+
+
+def test_gradient_checkpointing_backward(tester):
+    model = FlipForPretraining(tester.get_config())
+    model.gradient_checkpointing_enable()
+    layers = model.flip.text_model.encoder.layer
+    assert model.is_gradient_checkpointing and all(layer.gradient_checkpointing for layer in layers)
+    checkpointed = []
+    layers[0]._gradient_checkpointing_func = _recording(layers[0]._gradient_checkpointing_func, checkpointed)
+    model.train()
+    model(**tester.pretraining_inputs()).loss.backward()
+    assert len(checkpointed) == 2  # complete and masked text passes
+    assert model.flip.text_model.embeddings.word_embeddings.weight.grad is not None
+
+
+def _recording(function, calls: list):
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------------ memorisation
+
+
+def _memorisation_batch(text_config, rows: int = 64) -> dict:
+    """Field 1 is a function of fields 0 and 2; the text spells every field value as one token."""
+    generator = torch.Generator().manual_seed(0)
+    field_ids = torch.stack(
+        [
+            torch.randint(2, FIELD_VOCAB_SIZES[0], (rows,), generator=generator),
+            torch.zeros(rows, dtype=torch.long),
+            torch.randint(2, FIELD_VOCAB_SIZES[2], (rows,), generator=generator),
+            torch.randint(2, FIELD_VOCAB_SIZES[3], (rows,), generator=generator),
+        ],
+        dim=1,
+    )
+    field_ids[:, 1] = 2 + (field_ids[:, 0] + field_ids[:, 2]) % (FIELD_VOCAB_SIZES[1] - 2)
+    token_base = torch.tensor([20, 30, 40, 60])  # disjoint token ranges per field
+    input_ids = torch.cat([torch.full((rows, 1), 2), field_ids + token_base, torch.full((rows, 1), 3)], dim=1)
+    masked_input_ids, mlm_labels = input_ids.clone(), torch.full_like(input_ids, -100)
+    masked_input_ids[:, 2], mlm_labels[:, 2] = 4, input_ids[:, 2]  # the token of field 1
+    masked_field_ids, mtm_labels = field_ids.clone(), torch.full_like(field_ids, -100)
+    masked_field_ids[:, 1], mtm_labels[:, 1] = 0, field_ids[:, 1]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "field_ids": field_ids,
+        "masked_input_ids": masked_input_ids,
+        "mlm_labels": mlm_labels,
+        "masked_field_ids": masked_field_ids,
+        "mtm_labels": mtm_labels,
+    }
+
+
+def _train(model: FlipForPretraining, batch: dict, steps: int) -> None:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+@pytest.mark.parametrize("mtm_loss", MTM_LOSSES)
+def test_mtm_memorises_masked_field(tester, mtm_loss):
+    torch.manual_seed(0)
+    config = tester.get_config(use_icl=False, use_mlm=False, mtm_loss=mtm_loss, projection_dropout=0.0)
+    config.text_config.hidden_dropout_prob = config.text_config.attention_probs_dropout_prob = 0.0
+    model = FlipForPretraining(config)
+    batch = _memorisation_batch(config.text_config)
+    _train(model, batch, steps=300)
+    model.config.mtm_loss = "softmax"  # evaluate with the exact top-1 over the field's 6 values (chance 1/6)
+    with torch.no_grad():
+        assert model(**batch).mtm_accuracy > 0.6
+
+
+def test_mlm_recovers_masked_field_tokens(tester):
+    torch.manual_seed(0)
+    config = tester.get_config(use_icl=False, use_mtm=False, mlm_head_dropout=0.0)
+    config.text_config.hidden_dropout_prob = config.text_config.attention_probs_dropout_prob = 0.0
+    model = FlipForPretraining(config)
+    batch = _memorisation_batch(config.text_config)
+    _train(model, batch, steps=300)
+    with torch.no_grad():
+        assert model(**batch).mlm_accuracy > 0.6  # over the whole text vocabulary (chance ~1/100)
+
+
+# ------------------------------------------------------------------------------------------------ LoRA
+
+
+def test_lora_on_text_tower_only(tester):
+    from peft import LoraConfig, get_peft_model
+
+    model = FlipForPretraining(tester.get_config())
+    base_text = {name: tensor.clone() for name, tensor in model.flip.text_model.state_dict().items()}
+    trained_modules = ["tabular_model", "tabular_projection", "text_projection", "mlm_head", "mtm_head"]
+    lora_config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=r".*text_model\.encoder\.layer\.\d+\.attention\.self\.(query|value)",
+        modules_to_save=trained_modules,
+    )
+    peft_model = get_peft_model(model, lora_config)
+    trainable = [name for name, parameter in peft_model.named_parameters() if parameter.requires_grad]
+    assert any("lora_" in name for name in trainable)
+    assert all("lora_" in name or "modules_to_save" in name for name in trainable), trainable
+    assert {module for module in trained_modules if any(f"{module}.modules_to_save" in n for n in trainable)} == set(
+        trained_modules
+    )
+    optimizer = torch.optim.Adam([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        peft_model(**tester.pretraining_inputs()).loss.backward()
+        optimizer.step()
+    text_model = peft_model.get_base_model().flip.text_model
+    for name, tensor in text_model.state_dict().items():
+        base_name = name.replace(".base_layer", "")
+        if "lora_" not in name:
+            assert torch.equal(tensor, base_text[base_name]), name
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Two cores are shared: keep every test on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
