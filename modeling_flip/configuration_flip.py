@@ -140,10 +140,10 @@ class FlipConfig(PreTrainedConfig):
         self.field_vocab_sizes = [int(size) for size in self.field_vocab_sizes]
         self.mlp_hidden_sizes = [int(size) for size in self.mlp_hidden_sizes]
         super().__post_init__(**kwargs)
-        self._check_flip_values()
+        self.validate_flip_config()
 
-    def _check_flip_values(self) -> None:
-        """Raise a `ValueError` quoting the first inconsistent value."""
+    def validate_flip_config(self) -> None:
+        """Raise a `ValueError` quoting the first inconsistent FLIP value (also called when a model is built)."""
         choices = {"backbone": BACKBONES, "ctr_mode": CTR_MODES, "mtm_loss": MTM_LOSSES, "text_pooling": TEXT_POOLINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

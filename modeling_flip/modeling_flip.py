@@ -56,8 +56,8 @@ def contrastive_loss(
     """
     all_text = gather_with_grad(text_embeds)  # (B_global, P)
     all_tabular = gather_with_grad(tabular_embeds)  # (B_global, P)
-    rank = dist.get_rank() if all_text.shape[0] != text_embeds.shape[0] else 0
-    targets = torch.arange(tabular_embeds.shape[0], device=tabular_embeds.device) + rank * tabular_embeds.shape[0]
+    rank = dist.get_rank() if len(all_text) > len(text_embeds) else 0
+    targets = torch.arange(len(tabular_embeds), device=tabular_embeds.device) + rank * len(tabular_embeds)
     logits_per_tabular = tabular_embeds @ all_text.T / temperature  # (B, B_global)
     logits_per_text = text_embeds @ all_tabular.T / temperature  # (B, B_global)
     loss = (F.cross_entropy(logits_per_tabular, targets) + F.cross_entropy(logits_per_text, targets)) / 2
@@ -89,9 +89,9 @@ def sampled_softmax_loss(
     return F.cross_entropy(logits, targets, reduction="sum") / max(len(scores), 1)
 
 
-def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Top-1 accuracy of (N, C) logits against (N,) targets; NaN when N == 0."""
-    return (logits.argmax(-1) == targets).float().mean()
+def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+    """Top-1 accuracy of (N, C) logits against (N,) targets; None when N == 0 (nothing to log)."""
+    return (logits.argmax(-1) == targets).float().mean() if len(targets) else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -295,6 +295,10 @@ class FlipPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     accepts_loss_kwargs = False
 
+    def __init__(self, config: FlipConfig, *inputs, **kwargs):
+        config.validate_flip_config()  # again: `from_pretrained(dir, **overrides)` sets fields after the checks
+        super().__init__(config, *inputs, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         config = self.config
@@ -332,7 +336,19 @@ class FlipPreTrainedModel(PreTrainedModel):
         text_model = AutoModel.from_pretrained(
             text_model_name_or_path, **_text_model_kwargs(text_config), **(text_model_kwargs or {})
         )
-        return cls(FlipConfig(text_config=text_model.config, **config_kwargs), text_model=text_model)
+        # a copy: building the composite config must not reset the loaded encoder's attention implementation
+        return cls(FlipConfig(text_config=text_model.config.to_dict(), **config_kwargs), text_model=text_model)
+
+    def freeze_unused_parameters(self) -> None:
+        """Set `requires_grad=False` on the parameters no output of this head reaches, so that every trainable
+        parameter gets a gradient (DDP without `find_unused_parameters`). Heads override it; called at build and
+        again after `from_pretrained` (loading re-creates parameters as trainable)."""
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_unused_parameters()
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`, with an `auto_map` that lets every Auto class load any FLIP head."""
@@ -392,7 +408,9 @@ class FlipModel(FlipPreTrainedModel):
         if add_text_model:
             if text_model is None:
                 text_model = AutoModel.from_config(config.text_config, **_text_model_kwargs(config.text_config))
-            text_model.config = config.text_config  # one config object, as VisionTextDualEncoderModel does
+            # one config object (as VisionTextDualEncoderModel does), keeping the encoder's attention implementation
+            config.text_config._attn_implementation = text_model.config._attn_implementation
+            text_model.config = config.text_config
             self.text_model = text_model
             self.text_projection = FlipProjection(
                 config.text_config.hidden_size, config.projection_dim, config.projection_dropout
@@ -455,7 +473,15 @@ class FlipForPretraining(FlipPreTrainedModel):
             self.register_buffer("log_temperature", log_temperature)
         self.mlm_head = FlipMLMHead(config, tabular_size) if config.use_mlm else None
         self.mtm_head = FlipMTMHead(config, tabular_size) if config.use_mtm else None
+        self.freeze_unused_parameters()
         self.post_init()
+
+    def freeze_unused_parameters(self) -> None:
+        """No pretraining loss reaches the CTR logit layers, nor the projections without ICL: freeze them."""
+        tabular_model = self.flip.tabular_model
+        _freeze(tabular_model.linear, tabular_model.backbone.logit)
+        if not self.config.use_icl:
+            _freeze(self.flip.tabular_projection, self.flip.text_projection)
 
     def set_feature_frequencies(self, counts: Sequence[int]) -> None:
         """Use the training-split feature counts (V_tab,), global order, as the MTM noise distribution."""
@@ -518,7 +544,7 @@ class FlipForPretraining(FlipPreTrainedModel):
         attention_mask: torch.Tensor,
         mlm_labels: torch.Tensor,
         tabular_hidden: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Masked-text pass; logits only at the N masked positions. Returns (loss, accuracy)."""
         masked_states = self.flip.encode_text(masked_input_ids, attention_mask)[0]  # (B, L, D)
         rows, cols = (mlm_labels != IGNORE_INDEX).nonzero(as_tuple=True)  # (N,), (N,)
@@ -534,7 +560,7 @@ class FlipForPretraining(FlipPreTrainedModel):
         mtm_labels: torch.Tensor,
         text_states: torch.Tensor,
         attention_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Masked-row pass; predicts the original feature of the N masked (non-reserved) fields."""
         masked_hidden = self.flip.tabular_model(masked_field_ids)[0]  # (B, H)
         field_vectors = self.mtm_head(masked_hidden, text_states, attention_mask)  # (B, F, M)
@@ -542,7 +568,7 @@ class FlipForPretraining(FlipPreTrainedModel):
         vectors = field_vectors[rows, fields]  # (N, M)
         targets = self.flip.tabular_model.offsets[fields] + mtm_labels[rows, fields]  # (N,) global ids
         if len(targets) == 0:  # nothing to predict: a zero loss that keeps the graph (DDP), no accuracy
-            return field_vectors.sum() * 0.0, field_vectors.new_tensor(float("nan"))
+            return field_vectors.sum() * 0.0, None
         if self.config.mtm_loss == "softmax":
             return self._field_softmax_loss(vectors, targets, fields)
         num_noise = self.config.nce_num_noise
@@ -560,7 +586,7 @@ class FlipForPretraining(FlipPreTrainedModel):
 
     def _field_softmax_loss(
         self, vectors: torch.Tensor, targets: torch.Tensor, fields: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # N > 0
         """Exact softmax over each masked field's own non-reserved vocabulary, grouped by field."""
         loss, correct = vectors.new_zeros(()), vectors.new_zeros(())
         for field in fields.unique().tolist():
@@ -573,6 +599,12 @@ class FlipForPretraining(FlipPreTrainedModel):
             loss = loss + F.cross_entropy(logits, local_targets, reduction="sum")
             correct = correct + (logits.argmax(-1) == local_targets).sum()
         return loss / len(targets), correct / len(targets)
+
+
+def _freeze(*modules: nn.Module | None) -> None:
+    for module in modules:
+        if module is not None:
+            module.requires_grad_(False)
 
 
 def _require(**tensors: torch.Tensor | None) -> None:
@@ -605,9 +637,16 @@ class FlipForCTR(FlipPreTrainedModel):
         if config.ctr_mode == "joint":
             self.alpha = nn.Parameter(torch.zeros(()))
             self.joint_bias = nn.Parameter(torch.zeros(()))
+        self.freeze_unused_parameters()
         self.post_init()
         if not uses_text:  # a pretraining checkpoint's text weights are expected to be skipped, not reported
             self._keys_to_ignore_on_load_unexpected |= {r"^flip\.text_model\.", r"^flip\.text_projection\."}
+
+    def freeze_unused_parameters(self) -> None:
+        """No CTR logit uses the projections, nor the tabular tower in `"text"` mode: freeze them."""
+        _freeze(self.flip.tabular_projection, self.flip.text_projection)
+        if self.config.ctr_mode == "text":
+            _freeze(self.flip.tabular_model)
 
     def forward(
         self,

@@ -99,7 +99,8 @@ class DeepFMBackbone(TabularBackbone):
 
 
 class InteractingLayer(nn.Module):
-    """AutoInt interacting layer: multi-head self-attention over fields, residual projection, ReLU."""
+    """AutoInt interacting layer: multi-head scaled dot-product self-attention over fields, residual projection,
+    ReLU (DeepCTR's default leaves the scores unscaled)."""
 
     def __init__(self, embedding_dim: int, num_heads: int):
         super().__init__()

@@ -145,15 +145,28 @@ def test_mean_pooling_ignores_padding(tester):
     assert torch.allclose(pooled[0], states[0, : tester.seq_length - 3].mean(0), atol=1e-6)
 
 
-def test_gradients_reach_both_towers(tester):
-    model = FlipForPretraining(tester.get_config())
+@pytest.mark.parametrize("switches", [{}, {"use_icl": False}, {"use_mlm": False}, {"use_mtm": False}])
+def test_every_trainable_parameter_gets_a_gradient(tester, switches):
+    """Both towers learn, and nothing trainable is unused (DDP needs no `find_unused_parameters`)."""
+    model = FlipForPretraining(tester.get_config(**switches))
     model(**tester.pretraining_inputs()).loss.backward()
-    # the first-order term and the backbone logit only serve CTR finetuning
-    tabular = {
-        n: p for n, p in model.flip.tabular_model.named_parameters() if not n.startswith(("linear", "backbone.logit"))
-    }
-    for name, parameter in [*model.flip.text_model.named_parameters(), *tabular.items()]:
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert any(name.startswith("flip.text_model.") for name in trainable)
+    assert any(name.startswith("flip.tabular_model.embeddings") for name in trainable)
+    for name, parameter in trainable.items():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert {"flip.tabular_model.linear.weight", "flip.tabular_model.backbone.logit.weight"} <= frozen
+
+
+@pytest.mark.parametrize("ctr_mode", CTR_MODES)
+def test_ctr_trainable_parameters_all_get_gradients(tester, ctr_mode):
+    model = FlipForCTR(tester.get_config(ctr_mode=ctr_mode))
+    model(**tester.ctr_inputs()).loss.backward()
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None, name
+    assert not any(p.requires_grad for p in model.flip.tabular_projection.parameters())
 
 
 @pytest.mark.parametrize(
@@ -206,7 +219,9 @@ def test_learnable_temperature(tester):
     assert math.isclose(model.log_temperature.exp().item(), 0.5, rel_tol=1e-6)
     model(**tester.pretraining_inputs()).loss.backward()
     assert model.log_temperature.grad is not None
-    assert "log_temperature" not in dict(FlipForPretraining(tester.get_config()).named_parameters())
+    fixed = FlipForPretraining(tester.get_config())
+    assert "log_temperature" not in dict(fixed.named_parameters())
+    assert math.isclose(fixed.log_temperature.exp().item(), 0.7, rel_tol=1e-6)
 
 
 def test_feature_frequencies_set_noise_distribution(tester):
@@ -288,6 +303,14 @@ def test_save_load_same_outputs(tester, tmp_path, model_class):
         assert torch.equal(outputs[0][key], outputs[1][key]), key
     for name in ("modeling_flip.py", "configuration_flip.py", "tabular_backbones.py"):
         assert (tmp_path / name).is_file()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {name for name, p in loaded.named_parameters() if p.requires_grad}
+
+
+def test_invalid_override_at_load_raises(tester, tmp_path):
+    FlipForCTR(tester.get_config()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="'ids'"):
+        FlipForCTR.from_pretrained(tmp_path, ctr_mode="ids")
 
 
 def test_ctr_id_mode_from_pretraining_dir_has_no_text_tower(tester, tmp_path, capsys, caplog):
@@ -313,6 +336,8 @@ def test_from_text_pretrained_keeps_encoder_weights(tester, tiny_encoder_dir, mo
     for name, tensor in source.state_dict().items():
         assert torch.equal(text_model.text_model.state_dict()[name], tensor), name
     assert model.config.text_config.hidden_size == source.config.hidden_size
+    assert text_model.text_model.config is model.config.text_config
+    assert model.config.text_config._attn_implementation == source.config._attn_implementation
 
 
 def test_gradient_checkpointing_backward(tester):
