@@ -47,6 +47,12 @@ def command_line() -> str:
     return " ".join(shlex.quote(part) for part in [os.path.basename(sys.executable), *sys.argv])
 
 
+def resume_checkpoint(args: FlipTrainingArguments) -> str | bool | None:
+    """`--resume_from_checkpoint`: a checkpoint path, or `true`/`last` for the last complete one in `output_dir`."""
+    value = args.resume_from_checkpoint
+    return True if isinstance(value, str) and value.lower() in ("true", "last") else value
+
+
 def training_callbacks(args: FlipTrainingArguments) -> list[TrainerCallback]:
     """Early stopping on the validation `metric_for_best_model` when `early_stopping_patience > 0`."""
     if args.early_stopping_patience > 0 and args.eval_strategy != "no":
@@ -113,13 +119,13 @@ def predict_logits(
     return torch.cat(outputs).numpy() if outputs else np.zeros(0, dtype=np.float32)
 
 
-def best_validation_metrics(trainer) -> dict[str, float]:
+def best_validation_metrics(trainer, ignore_keys: list[str] | None = None) -> dict[str, float]:
     """Validation metrics of the best (else the last) evaluation, read from the log history: no extra pass."""
     step = trainer.state.best_global_step
     for entry in reversed(trainer.state.log_history):
         if "eval_loss" in entry and (not step or entry.get("step") == step):
             return {key: value for key, value in entry.items() if key.startswith("eval_")}
-    return trainer.evaluate()
+    return trainer.evaluate(ignore_keys=ignore_keys)
 
 
 def build_model(model_class, model_args, schema, text_model_path: str) -> nn.Module:

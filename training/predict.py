@@ -10,6 +10,7 @@ codes keep their leading zeros. The output is written to a temporary file and re
 import os
 import tempfile
 
+import numpy as np
 import pandas as pd
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoProcessor
@@ -62,14 +63,17 @@ def load_ctr_model(model_dir: str):
     return model.eval(), processor
 
 
-def score_frame(model, processor, frame: pd.DataFrame, batch_size: int) -> pd.Series:
-    """Click probabilities of the rows of `frame` (index kept)."""
-    encoded = Dataset.from_pandas(frame, preserve_index=False).map(
+def encode_frame(processor, frame: pd.DataFrame) -> Dataset:
+    """Rows of `frame` -> processor outputs (a `Dataset`; `labels` too when the label column is present)."""
+    return Dataset.from_pandas(frame, preserve_index=False).map(
         processor, batched=True, batch_size=4096, remove_columns=list(frame.columns), desc="processing"
     )
+
+
+def predict_probs(model, processor, encoded: Dataset, batch_size: int) -> np.ndarray:
+    """Click probabilities (N,) of encoded rows."""
     collator = DataCollatorForCTR(processor.tokenizer, include_text=model.config.ctr_mode != "id")
-    logits = predict_logits(model, encoded, collator, batch_size, description="predicting")
-    return pd.Series(sigmoid(logits), index=frame.index, name="ctr")
+    return sigmoid(predict_logits(model, encoded, collator, batch_size, description="predicting"))
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m training.predict") -> str:
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.predict"
     output_file = args.output_file or f"{stem}.scored{suffix}"
     model, processor = load_ctr_model(args.model)
     frame = read_table(args.input_file)
-    frame["ctr"] = score_frame(model, processor, frame, args.batch_size)
+    frame["ctr"] = predict_probs(model, processor, encode_frame(processor, frame), args.batch_size)
     write_table_atomic(frame, output_file)
     print(f"wrote {len(frame)} scored rows to {output_file}")
     return output_file

@@ -106,6 +106,6 @@ class FlipTrainer(Trainer):
                 output_dir=run_dir,
                 save_total_limit=self.args.save_total_limit,
                 best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=True,
+                use_mtime=False,
             )
         self.accelerator.wait_for_everyone()

@@ -1,0 +1,73 @@
+"""Data for the scripts: a folder prepared by `processing.prepare` (created on first use), bounded splits."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+from accelerate import PartialState
+from datasets import DatasetDict, load_from_disk
+
+from processing import FlipProcessor
+from processing.prepare import STATS_NAME, prepare_dataset
+from processing.text_models import resolve_text_model
+
+from .arguments import DataArguments, ModelArguments
+
+
+def is_prepared_dir(path: str) -> bool:
+    """A folder written by `processing.prepare` (encoded splits + processor)."""
+    return os.path.isfile(os.path.join(path, "dataset_dict.json"))
+
+
+def dataset_name(data_args: DataArguments) -> str:
+    """Short dataset name for cards and result tables (the recipe name of a prepared folder)."""
+    stats_path = os.path.join(data_args.dataset, STATS_NAME)
+    if os.path.isfile(stats_path):
+        return json.loads(Path(stats_path).read_text())["dataset"]
+    return Path(data_args.dataset).stem if os.path.isfile(data_args.dataset) else data_args.dataset
+
+
+def prepared_dir(model_args: ModelArguments, data_args: DataArguments) -> str:
+    """The prepared folder of `data_args.dataset`, preparing it first (main process only) when it is missing:
+    `<data_dir or data>/<dataset>-<text model>-L<max_length>`."""
+    if is_prepared_dir(data_args.dataset):
+        return data_args.dataset
+    text_key = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model_args.text_model.rstrip("/")).name)
+    folder = os.path.join(
+        data_args.data_dir or "data", f"{dataset_name(data_args)}-{text_key}-L{data_args.max_length}"
+    )
+    with PartialState().main_process_first():
+        if not is_prepared_dir(folder):
+            prepare_dataset(
+                data_args.dataset,
+                folder,
+                text_model=model_args.text_model,
+                max_length=data_args.max_length,
+                num_proc=data_args.num_proc,
+                overwrite=True,
+            )
+    return folder
+
+
+def load_processor(path: str) -> FlipProcessor:
+    """`FlipProcessor.from_pretrained(path)`, minus the `schema` object that processing's loader also hands to the
+    tokenizer (it lands in `tokenizer.init_kwargs` and breaks every later `save_pretrained`)."""
+    processor = FlipProcessor.from_pretrained(path)
+    processor.tokenizer.init_kwargs.pop("schema", None)
+    return processor
+
+
+def load_data(model_args: ModelArguments, data_args: DataArguments) -> tuple[DatasetDict, FlipProcessor, str]:
+    """(encoded train/validation/test splits, bounded by `max_*_samples`; the processor; the PLM's local path)."""
+    folder = prepared_dir(model_args, data_args)
+    data = load_from_disk(folder)
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_test_samples,
+    }
+    for split, limit in limits.items():
+        if limit is not None and split in data:
+            data[split] = data[split].select(range(min(limit, len(data[split]))))
+    return data, load_processor(folder), resolve_text_model(model_args.text_model)

@@ -1,0 +1,63 @@
+"""AUC / LogLoss of a saved CTR model on one split of a dataset, written as JSON.
+
+    python -m training.evaluate outputs/demo/flip --dataset movielens-100k --split test
+    flip evaluate my-user/flip-movielens-100k --dataset data/movielens-100k-minilm-L80 --split validation
+
+`--dataset` is a recipe name or table schema file (raw rows, encoded with the model's own processor) or a folder
+written by `flip prepare` (its schema must match the model's). Metrics go to `--output_file` (default
+`MODEL/eval_<split>.json` for a local model folder) and to stdout.
+"""
+
+import json
+import os
+
+from datasets import load_from_disk
+
+from processing import FlipProcessor, check_compatible
+from processing.datasets import load_ctr_dataset
+
+from .arguments import command_parser
+from .common import hardware_description, write_json
+from .ctr_metrics import ctr_metrics
+from .data import is_prepared_dir
+from .predict import encode_frame, load_ctr_model, predict_probs
+
+
+def load_split(dataset: str, split: str, processor, config, max_samples: int | None):
+    """Encoded rows of `split`: from a prepared folder (schema checked) or raw rows + the model's processor."""
+    if is_prepared_dir(dataset):
+        check_compatible(config, FlipProcessor.from_pretrained(dataset))
+        encoded = load_from_disk(dataset)[split]
+    else:
+        encoded = encode_frame(processor, load_ctr_dataset(dataset)[split].to_pandas())
+    return encoded.select(range(min(max_samples, len(encoded)))) if max_samples else encoded
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m training.evaluate") -> dict:
+    parser = command_parser(prog, __doc__)
+    parser.add_argument("model", help="saved CTR model folder or Hub repo id")
+    parser.add_argument(
+        "--dataset", default="movielens-100k", help="recipe name, table schema file or prepared folder"
+    )
+    parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="split to score")
+    parser.add_argument("--batch_size", type=int, default=256, help="rows per forward pass")
+    parser.add_argument("--max_samples", type=int, default=None, help="score only the first N rows")
+    parser.add_argument("--output_file", default=None, help="metrics JSON (default: MODEL/eval_SPLIT.json)")
+    args = parser.parse_args(argv)
+    model, processor = load_ctr_model(args.model)
+    encoded = load_split(args.dataset, args.split, processor, model.config, args.max_samples)
+    probs = predict_probs(model, processor, encoded, args.batch_size)
+    metrics = {f"{args.split}_{name}": value for name, value in ctr_metrics(encoded["labels"], probs).items()}
+    record = {"model": args.model, "dataset": args.dataset, "rows": len(encoded), **metrics}
+    record["hardware"] = hardware_description()
+    output_file = args.output_file or (
+        os.path.join(args.model, f"eval_{args.split}.json") if os.path.isdir(args.model) else None
+    )
+    if output_file:
+        write_json(output_file, record)
+    print(json.dumps(record, indent=2))
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""CTR finetuning of FLIP (modes `id` = FLIP_ID, `text` = FLIP_PLM, `joint` = FLIP) and of the baselines.
+
+    # FLIP_ID / FLIP from a pretraining checkpoint
+    python -m training.finetune training/configs/finetune_demo.yaml --init_from outputs/pretrain --ctr_mode id
+    python -m training.finetune training/configs/finetune_demo.yaml --init_from outputs/pretrain --ctr_mode joint \\
+        --learning_rate 5e-5 --per_device_train_batch_size 128
+    # baselines from scratch: an ID model (--backbone dcnv2|deepfm|autoint) or the PLM alone
+    python -m training.finetune training/configs/finetune_demo.yaml --ctr_mode id --backbone dcnv2
+    python -m training.finetune training/configs/finetune_demo.yaml --ctr_mode text --learning_rate 5e-5
+    # GPUs / nodes: the same arguments after `accelerate launch [--multi_gpu --num_processes N ...] -m`, e.g.
+    accelerate launch --multi_gpu --num_processes 8 -m training.finetune training/configs/finetune_full.yaml \\
+        --init_from outputs/pretrain --ctr_mode joint
+
+Early stopping and the best checkpoint use the **validation** AUC; the best model is then evaluated once on the
+test split. `output_dir` ends up holding the final model (LoRA merged), processor, code files, README.md (model
+card) and `results.json` (validation + test AUC/LogLoss, wall time, command, hardware).
+`--use_lora` adapts only the text tower; `--push_to_hub --hub_model_id user/repo` publishes the folder.
+"""
+
+import time
+from dataclasses import fields
+
+from transformers import EarlyStoppingCallback, set_seed
+
+from modeling_flip import FlipCTROutput, FlipForCTR
+from processing.collators import DataCollatorForCTR
+
+from .arguments import DataArguments, FlipTrainingArguments, LoraArguments, ModelArguments, make_parser, parse_args
+from .common import (
+    apply_lora,
+    best_validation_metrics,
+    build_model,
+    resume_checkpoint,
+    run_record,
+    save_run,
+    training_callbacks,
+)
+from .ctr_metrics import compute_metrics
+from .data import dataset_name, load_data
+from .hub import CardInfo
+from .trainer import FlipTrainer
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, FlipTrainingArguments)
+# Evaluation keeps only the final `logits` as predictions (the component logits/losses are logged by FlipTrainer).
+NON_LOGIT_OUTPUTS = [field.name for field in fields(FlipCTROutput) if field.name not in ("loss", "logits")]
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m training.finetune") -> dict:
+    """Finetune, evaluate the best validation checkpoint once on test, save the final folder; return results."""
+    start = time.time()
+    model_args, data_args, lora_args, args = parse_args(make_parser(ARGUMENT_CLASSES, prog, __doc__), argv)
+    args.label_names = ["labels"]
+    set_seed(args.seed)
+    data, processor, text_model_path = load_data(model_args, data_args)
+    model = build_model(FlipForCTR, model_args, processor.schema, text_model_path)
+    mode = model.config.ctr_mode
+    if lora_args.use_lora:
+        model = apply_lora(model, lora_args)
+    trainer = FlipTrainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["validation"],
+        data_collator=DataCollatorForCTR(processor.tokenizer, include_text=mode != "id"),
+        processing_class=processor,
+        compute_metrics=compute_metrics,
+        callbacks=training_callbacks(args),
+    )
+    trainer.train(resume_from_checkpoint=resume_checkpoint(args), ignore_keys_for_eval=NON_LOGIT_OUTPUTS)
+    validation = best_validation_metrics(trainer, NON_LOGIT_OUTPUTS)
+    trainer.remove_callback(EarlyStoppingCallback)  # the test pass is not a validation step
+    test = trainer.evaluate(data["test"], ignore_keys=NON_LOGIT_OUTPUTS, metric_key_prefix="test")
+    config = trainer.model.config
+    name = "FLIP" if model_args.init_from else "baseline"
+    card = CardInfo(
+        model_name=f"{name}-{mode}-{config.backbone}-{dataset_name(data_args)}".lower(),
+        dataset=dataset_name(data_args),
+        text_model=model_args.text_model,
+        backbone=config.backbone,
+        ctr_mode=mode,
+        fields=processor.schema.field_names,
+        metrics={"auc": test["test_auc"], "logloss": test["test_logloss"]},
+    )
+    results = {
+        "stage": "finetuning",
+        "ctr_mode": mode,
+        "init_from": model_args.init_from,
+        "validation": validation,
+        "test": test,
+        **run_record(start, trainer),
+    }
+    save_run(trainer, processor, lora_args, card, results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
