@@ -6,6 +6,7 @@ Imports only stdlib, numpy, transformers and its relative siblings, so it ships 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from itertools import chain, pairwise
@@ -123,22 +124,17 @@ class FlipProcessor(ProcessorMixin):
         if missing:
             raise ValueError(f"FlipProcessor: input is missing the schema columns {missing} (has {list(columns)})")
         texts, spans = self.render(columns)
-        encoding = self.tokenizer(
-            texts,
-            truncation=True,
-            max_length=self.max_length,
-            return_offsets_mapping=True,
-            return_token_type_ids=False,
-            return_attention_mask=True,
-        )
-        lengths = np.fromiter(map(len, encoding["input_ids"]), dtype=np.int64, count=len(texts))
-        offsets = np.array(list(chain.from_iterable(encoding["offset_mapping"])), dtype=np.int64).reshape(-1, 2)
+        encodings = self._backend_tokenizer().encode_batch(texts)
+        input_ids = [e.ids for e in encodings]
+        lengths = np.fromiter(map(len, input_ids), dtype=np.int64, count=len(texts))
+        flat_offsets = chain.from_iterable(chain.from_iterable(e.offsets for e in encodings))
+        offsets = np.fromiter(flat_offsets, dtype=np.int64, count=2 * int(lengths.sum())).reshape(-1, 2)
         row_ids = np.repeat(np.arange(len(texts)), lengths)
         field_index = align_tokens_to_fields(offsets, row_ids, spans, texts).tolist()
         bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
         data = {
-            "input_ids": encoding["input_ids"],
-            "attention_mask": encoding["attention_mask"],
+            "input_ids": input_ids,
+            "attention_mask": [[1] * n for n in lengths.tolist()],  # no padding: every token is real
             "token_field_index": [field_index[a:b] for a, b in pairwise(bounds)],
             "field_ids": self.schema.encode(columns).tolist(),
         }
@@ -150,6 +146,23 @@ class FlipProcessor(ProcessorMixin):
         if return_tensors is not None:
             return self._pad(data, return_tensors)
         return BatchFeature(data)
+
+    def _backend_tokenizer(self):
+        """The tokenizer's Rust backend, copied once with truncation at `max_length` and no padding.
+
+        Calling it directly (same ids as `tokenizer(texts, truncation=True, max_length=...)`) skips the per-row
+        Python conversion of `tokenizer.__call__`, which costs as much as the tokenisation itself here.
+        """
+        settings = (self.max_length, self.tokenizer.truncation_side)
+        if getattr(self, "_backend", None) is None or self._backend[0] != settings:
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            if backend is None:
+                raise TypeError(f"FlipProcessor needs a tokenizers-backed tokenizer, got {type(self.tokenizer)}")
+            backend = copy.deepcopy(backend)
+            backend.no_padding()
+            backend.enable_truncation(self.max_length, direction=self.tokenizer.truncation_side)
+            self._backend = (settings, backend)
+        return self._backend[1]
 
     def _count_truncated(self, offsets: np.ndarray, row_ids: np.ndarray, spans: np.ndarray) -> np.ndarray:
         """Values per row that end after the last character kept by truncation `(N,)`; updates `self.stats`."""
@@ -201,6 +214,7 @@ class FlipProcessor(ProcessorMixin):
         output = super().to_dict()
         output.pop("schema", None)  # saved in its own file, SCHEMA_NAME
         output.pop("stats", None)
+        output.pop("_backend", None)
         output["prompt_template"] = self.prompt_template.to_dict()
         return output
 

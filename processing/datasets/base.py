@@ -1,0 +1,95 @@
+"""What every dataset recipe shares: the time-ordered 80/10/10 split and the DatasetDict layout.
+
+A recipe parses raw files into one pandas DataFrame with one display-ready string column per field (missing values
+as None), an int `label` column (0/1) and, when the data has one, the raw time column, with rows already in split
+order (`sort_for_split`: time, then raw user/item ids as ties, stable). `split_by_time` cuts it into train /
+validation / test (PROTOCOL.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from datasets import Dataset, DatasetDict
+
+from ..schema import FieldSpec, TabularSchema
+
+LABEL = "label"
+SPLITS = ("train", "validation", "test")
+
+
+def as_display_strings(column: pd.Series, value_map: Mapping[str, str] | None = None) -> pd.Series:
+    """Column -> object Series of stripped strings (ints/floats like 21.0 -> "21"), None where missing or empty."""
+    series = pd.Series(column, copy=False)
+    if pd.api.types.is_float_dtype(series) and np.all(np.isnan(series) | (series == np.round(series))):
+        series = series.astype("Int64")
+    strings = series.astype("string").str.strip()
+    if value_map:
+        strings = strings.replace(dict(value_map))
+    return strings.astype(object).where(strings.fillna("").ne(""), None)
+
+
+def binarize(values: pd.Series, threshold: float, column: str) -> pd.Series:
+    """`values >= threshold` as int64; NaN or non-numeric values raise `ValueError` naming the count and column."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna()
+    if bad.any():
+        raise ValueError(f"Label column {column!r}: {int(bad.sum())} of {len(values)} rows are NaN or non-numeric")
+    return (numbers >= threshold).astype(np.int64)
+
+
+def sort_for_split(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Stable sort on raw values (numeric ids sort as numbers; do it before `as_display_strings`)."""
+    return frame.sort_values(list(keys), kind="stable").reset_index(drop=True) if keys else frame
+
+
+def split_by_time(
+    frame: pd.DataFrame, time_column: str | None, fractions: Sequence[float] = (0.8, 0.1, 0.1)
+) -> dict[str, pd.DataFrame]:
+    """Cut into consecutive train/validation/test blocks after a stable sort on time (file order without time)."""
+    ordered = sort_for_split(frame, [time_column] if time_column else []).reset_index(drop=True)
+    bounds = np.floor(np.cumsum([0.0, *fractions]) / sum(fractions) * len(ordered) + 1e-9).astype(int)
+    return {name: ordered.iloc[a:b] for name, a, b in zip(SPLITS, bounds[:-1], bounds[1:])}
+
+
+@dataclass
+class Recipe:
+    """A named dataset: its fields, how to build its table, and its time column.
+
+    `fields` are (column, display name) pairs or `FieldSpec`s (for hashing / min_count options).
+    `build(cache_dir=..., **kwargs)` returns the full DataFrame (fields as display strings, `label`, time column)
+    in split order.
+    """
+
+    name: str
+    fields: list[tuple[str, str] | FieldSpec]
+    build: Callable[..., pd.DataFrame]
+    time_column: str | None = "timestamp"
+
+    def __post_init__(self):
+        self.fields = [f if isinstance(f, FieldSpec) else FieldSpec(*f) for f in self.fields]
+
+    @property
+    def field_names(self) -> list[str]:
+        return [spec.name for spec in self.fields]
+
+    def schema(self) -> TabularSchema:
+        """A fresh (unfitted) schema of the recipe's output; fit it on the train split."""
+        specs = [FieldSpec(**spec.to_dict()) for spec in self.fields]
+        return TabularSchema(specs, label_column=LABEL, label_threshold=None, time_column=self.time_column)
+
+    def load(self, cache_dir: str | None = None, **kwargs: Any) -> DatasetDict:
+        frame = self.build(cache_dir=cache_dir, **kwargs)
+        return to_dataset_dict(split_by_time(frame, self.time_column), self)
+
+
+def to_dataset_dict(splits: Mapping[str, pd.DataFrame], recipe: Recipe) -> DatasetDict:
+    """Keep the field, label and time columns (in that order) of each split."""
+    columns = [*recipe.field_names, LABEL, *([recipe.time_column] if recipe.time_column else [])]
+    return DatasetDict(
+        {name: Dataset.from_pandas(part[columns], preserve_index=False) for name, part in splits.items()}
+    )

@@ -1,0 +1,212 @@
+"""`flip prepare DATASET`: raw data -> processed DatasetDict + FlipProcessor in one folder.
+
+    python -m processing.prepare movielens-100k --output-dir data/ml100k --num-proc 2
+
+The output folder holds the encoded splits (`datasets.load_from_disk(dir)`), the processor
+(`FlipProcessor.from_pretrained(dir)`: tokenizer, fitted schema `flip_schema.json`, template) and
+`prepare_stats.json` (rows/s, token lengths, truncation, OOV rates). It is written to a temporary sibling folder
+and renamed into place, so an interrupted run never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+from datasets import DatasetDict, Features, List, Value
+from transformers import AutoTokenizer
+
+from .datasets import get_recipe
+from .processing_flip import FlipProcessor
+from .prompts import PromptTemplate
+from .schema import FIELD_OOV_ID
+from .text_models import resolve_text_model
+
+STATS_NAME = "prepare_stats.json"
+TRUNCATION_KEY = "num_truncated_values"
+
+
+def _encode(batch: dict[str, list], processor: FlipProcessor) -> dict[str, list]:
+    return dict(processor(batch, return_truncation=True))
+
+
+def processor_fingerprint(processor: FlipProcessor) -> str:
+    """Content hash of everything that changes the processor's output (cheaper than datasets' dill hashing)."""
+    state = json.dumps(processor.to_dict(), sort_keys=True) + json.dumps(processor.schema.to_dict())
+    state += processor.tokenizer.backend_tokenizer.to_str()
+    return hashlib.sha256(state.encode("utf-8")).hexdigest()
+
+
+def encode_splits(splits: DatasetDict, processor: FlipProcessor, num_proc: int | None, batch_size: int) -> DatasetDict:
+    """`Dataset.map(batched=True, num_proc)` of the processor over every split; drops the raw columns."""
+    fingerprint = processor_fingerprint(processor)
+    features = Features(
+        {
+            "input_ids": List(Value("int32")),
+            "attention_mask": List(Value("int8")),
+            "token_field_index": List(Value("int16")),
+            "field_ids": List(Value("int64")),
+            TRUNCATION_KEY: Value("int32"),
+            **({"labels": Value("int64")} if processor.schema.label_column in splits["train"].column_names else {}),
+        }
+    )
+    return DatasetDict(
+        {
+            name: split.map(
+                _encode,
+                fn_kwargs={"processor": processor},
+                batched=True,
+                batch_size=batch_size,
+                num_proc=num_proc,
+                remove_columns=split.column_names,
+                features=features,
+                new_fingerprint=hashlib.sha256(f"{split._fingerprint}-{fingerprint}".encode()).hexdigest()[:16],
+                desc=f"FLIP encode {name}",
+            )
+            for name, split in splits.items()
+        }
+    )
+
+
+def split_stats(split, field_names: list[str]) -> dict[str, Any]:
+    """Token-length distribution, truncation and per-field OOV rate of one encoded split."""
+    table = split.with_format("arrow")[:]
+    lengths = pc.list_value_length(table["input_ids"]).to_numpy()
+    cut = table[TRUNCATION_KEY].to_numpy()
+    field_ids = np.array(table["field_ids"].to_pylist()).reshape(len(split), -1)
+    return {
+        "rows": len(split),
+        "tokens": {
+            "mean": round(float(lengths.mean()), 2),
+            "p50": float(np.percentile(lengths, 50)),
+            "p95": float(np.percentile(lengths, 95)),
+            "max": int(lengths.max()),
+        },
+        "truncated_rows": int((cut > 0).sum()),
+        "truncated_values": int(cut.sum()),
+        "oov_rate": dict(zip(field_names, np.round((field_ids == FIELD_OOV_ID).mean(0), 4).tolist())),
+    }
+
+
+def _write_atomically(output_dir: Path, encoded: DatasetDict, processor: FlipProcessor, stats: dict, overwrite: bool):
+    if output_dir.exists() and not overwrite:
+        raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
+    try:
+        encoded.save_to_disk(str(tmp))
+        processor.save_pretrained(str(tmp))
+        (tmp / STATS_NAME).write_text(json.dumps(stats, indent=2))
+        if output_dir.exists():
+            old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
+            os.replace(output_dir, old)
+            shutil.rmtree(old)
+        os.replace(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare_dataset(
+    name: str,
+    output_dir: str | os.PathLike,
+    text_model: str = "minilm",
+    max_length: int = 128,
+    num_proc: int | None = None,
+    batch_size: int = 1000,
+    cache_dir: str | None = None,
+    overwrite: bool = False,
+    prompt_template: PromptTemplate | None = None,
+    **recipe_kwargs: Any,
+) -> dict[str, Any]:
+    """Load a recipe's splits, fit the schema on train, encode every split and save data + processor to `output_dir`.
+
+    Args:
+        name: registered dataset name or table schema file (see `processing.datasets.load_ctr_dataset`).
+        text_model: tokenizer name or path (`resolve_text_model` aliases such as "minilm").
+        num_proc: processes for `Dataset.map` (default: all cores).
+        recipe_kwargs: passed to the recipe (e.g. `raw_path=` for bookcrossing/goodreads).
+
+    Returns:
+        the statistics also written to `prepare_stats.json`.
+    """
+    recipe = get_recipe(name)
+    splits = recipe.load(cache_dir=cache_dir, **recipe_kwargs)
+    schema = recipe.schema().fit(splits["train"].select_columns(recipe.field_names).to_pandas())
+    tokenizer = AutoTokenizer.from_pretrained(resolve_text_model(text_model))
+    processor = FlipProcessor(tokenizer, schema, prompt_template or PromptTemplate(), max_length=max_length)
+    num_proc = num_proc if num_proc is not None else os.cpu_count()
+    start = time.perf_counter()
+    encoded = encode_splits(splits, processor, num_proc if num_proc and num_proc > 1 else None, batch_size)
+    seconds = time.perf_counter() - start
+    total = sum(len(split) for split in encoded.values())
+    stats = {
+        "dataset": recipe.name,
+        "text_model": text_model,
+        "max_length": max_length,
+        "num_proc": num_proc,
+        "rows_per_second": round(total / seconds, 1),
+        "field_vocab_sizes": dict(zip(schema.field_names, schema.field_vocab_sizes)),
+        "splits": {split_name: split_stats(split, schema.field_names) for split_name, split in encoded.items()},
+    }
+    encoded = encoded.remove_columns(TRUNCATION_KEY)
+    _write_atomically(Path(output_dir), encoded, processor, stats, overwrite)
+    return stats
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    lines = [f"{stats['dataset']}: {stats['rows_per_second']:,.0f} rows/s with num_proc={stats['num_proc']}"]
+    for name, split in stats["splits"].items():
+        t = split["tokens"]
+        lines.append(
+            f"  {name:<10} {split['rows']:>9,} rows  tokens mean {t['mean']} p50 {t['p50']:.0f} p95 {t['p95']:.0f} "
+            f"max {t['max']}  truncated rows {split['truncated_rows']} values {split['truncated_values']}"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flip prepare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", help="registered name (movielens-100k, movielens-1m, ...) or table schema file")
+    parser.add_argument("--output-dir", help="default: ./data/<dataset>")
+    parser.add_argument("--text-model", default="minilm", help="tokenizer name or path (default: bundled MiniLM)")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--num-proc", type=int, default=None, help="processes for Dataset.map (default: all cores)")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--cache-dir", default=None, help="raw download cache (default: $FLIP_CACHE or ~/.cache/flip)")
+    parser.add_argument("--raw-path", default=None, help="local raw archive or folder (bookcrossing, goodreads, ...)")
+    parser.add_argument("--subset", default=None, help="goodreads genre subset, e.g. poetry")
+    parser.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    recipe_kwargs = {k: v for k, v in (("raw_path", args.raw_path), ("subset", args.subset)) if v is not None}
+    output_dir = args.output_dir or os.path.join("data", Path(args.dataset).stem)
+    stats = prepare_dataset(
+        args.dataset,
+        output_dir,
+        text_model=args.text_model,
+        max_length=args.max_length,
+        num_proc=args.num_proc,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir,
+        overwrite=args.overwrite,
+        **recipe_kwargs,
+    )
+    print(format_stats(stats))
+    print(f"saved to {output_dir}")
+    return stats
+
+
+if __name__ == "__main__":
+    main()
