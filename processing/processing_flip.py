@@ -225,18 +225,21 @@ class FlipProcessor(ProcessorMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        if "schema" not in kwargs:
+        """Load tokenizer + `processor_config.json`, then the schema from `flip_schema.json` (or `schema=`).
+
+        The schema is attached after loading: passed through `ProcessorMixin.from_pretrained` it would also reach
+        the tokenizer's `init_kwargs` and break the tokenizer's next `save_pretrained`.
+        """
+        schema = kwargs.pop("schema", None)
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if schema is None:
             from transformers.utils import cached_file
 
-            hub_kwargs = {
-                k: kwargs[k]
-                for k in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-                if k in kwargs
-            }
-            kwargs["schema"] = TabularSchema.load(
-                cached_file(pretrained_model_name_or_path, SCHEMA_NAME, **hub_kwargs)
-            )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            hub_keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+            hub_kwargs = {k: kwargs[k] for k in hub_keys if k in kwargs}
+            schema = TabularSchema.load(cached_file(pretrained_model_name_or_path, SCHEMA_NAME, **hub_kwargs))
+        processor.schema = schema if isinstance(schema, TabularSchema) else TabularSchema.from_dict(schema)
+        return processor
 
 
 def check_compatible(config_or_dict: Any, schema_or_processor: TabularSchema | FlipProcessor) -> None:

@@ -167,6 +167,9 @@ def test_save_load_round_trip_and_auto_processor(tmp_path, tiny_tokenizer):
         assert loaded.schema.to_dict() == proc.schema.to_dict() and loaded.schema.field_names == ML_FIELDS
         assert loaded.max_length == 40 and loaded.prompt_template.separator == "; "
         assert dict(loaded(rows, return_truncation=True)) == expected
+        assert "schema" not in loaded.tokenizer.init_kwargs
+    loaded.save_pretrained(tmp_path / "again")  # a loaded processor saves and reloads the same
+    assert dict(FlipProcessor.from_pretrained(tmp_path / "again")(rows, return_truncation=True)) == expected
 
 
 def test_processor_against_other_schema_gives_clear_errors(tiny_tokenizer):
