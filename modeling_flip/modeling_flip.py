@@ -416,6 +416,8 @@ class FlipModel(FlipPreTrainedModel):
                 config.text_config.hidden_size, config.projection_dim, config.projection_dropout
             )
         self.post_init()
+        if not add_text_model:  # a checkpoint's text tower is skipped on purpose: no unexpected-keys report
+            self._keys_to_ignore_on_load_unexpected |= {r"^(flip\.)?text_(model|projection)\."}
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """input_ids, attention_mask (B, L) -> token states (B, L, D) and pooled text (B, D)."""
@@ -639,8 +641,6 @@ class FlipForCTR(FlipPreTrainedModel):
             self.joint_bias = nn.Parameter(torch.zeros(()))
         self.freeze_unused_parameters()
         self.post_init()
-        if not uses_text:  # a pretraining checkpoint's text weights are expected to be skipped, not reported
-            self._keys_to_ignore_on_load_unexpected |= {r"^flip\.text_model\.", r"^flip\.text_projection\."}
 
     def freeze_unused_parameters(self) -> None:
         """No CTR logit uses the projections, nor the tabular tower in `"text"` mode: freeze them."""

@@ -2,7 +2,6 @@
 
 import logging
 import math
-import os
 
 import pytest
 import torch
@@ -41,8 +40,10 @@ class FlipModelTester:
         }
         return {**kwargs, **overrides}
 
-    def get_config(self, **overrides) -> FlipConfig:
-        return FlipConfig(text_config=self.text_config, **self.config_kwargs(**overrides))
+    def get_config(self, text_overrides: dict | None = None, **overrides) -> FlipConfig:
+        """A tiny config; the text config is a copy (`text_overrides` change it), never the shared fixture."""
+        text_config = {**self.text_config.to_dict(), **(text_overrides or {})}
+        return FlipConfig(text_config=text_config, **self.config_kwargs(**overrides))
 
     def text_inputs(self, generator: torch.Generator) -> dict:
         shape = (self.batch_size, self.seq_length)
@@ -72,6 +73,15 @@ class FlipModelTester:
         generator = torch.Generator().manual_seed(seed)
         labels = torch.randint(0, 2, (self.batch_size,), generator=generator).float()
         return {**self.text_inputs(generator), "field_ids": self.field_ids(generator), "labels": labels}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Two cores are shared with other work: keep every test on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -268,9 +278,11 @@ def _gather_worker(rank: int, world_size: int, init_file: str, tabular: torch.Te
 def test_all_gather_two_processes_match_one_process(tmp_path):
     generator = torch.Generator().manual_seed(0)
     tabular, text = torch.randn(8, 6, generator=generator), torch.randn(8, 6, generator=generator)
-    manager = mp.get_context("spawn").Manager()
-    results = manager.dict()
-    mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), tabular, text, results), nprocs=2)
+    results = mp.get_context("fork").Manager().dict()
+    # fork: the workers need no fresh interpreter (re-importing transformers twice costs seconds on 2 cores)
+    mp.start_processes(
+        _gather_worker, args=(2, str(tmp_path / "init"), tabular, text, results), nprocs=2, start_method="fork"
+    )
 
     full_tabular, full_text = tabular.clone().requires_grad_(True), text.clone().requires_grad_(True)
     full_loss, full_logits = contrastive_loss(full_tabular, full_text, torch.tensor(0.7))
@@ -313,19 +325,20 @@ def test_invalid_override_at_load_raises(tester, tmp_path):
         FlipForCTR.from_pretrained(tmp_path, ctr_mode="ids")
 
 
-def test_ctr_id_mode_from_pretraining_dir_has_no_text_tower(tester, tmp_path, capsys, caplog):
+@pytest.mark.parametrize("model_class", [FlipForCTR, FlipModel])
+def test_id_mode_from_pretraining_dir_has_no_text_tower(tester, tmp_path, caplog, model_class):
     pretrained = FlipForPretraining(tester.get_config())
     pretrained.save_pretrained(tmp_path)
     with caplog.at_level(logging.INFO):
-        model = FlipForCTR.from_pretrained(tmp_path, ctr_mode="id")
+        model = model_class.from_pretrained(tmp_path, ctr_mode="id")
     assert "LOAD REPORT" not in caplog.text  # neither unexpected text weights nor missing CTR weights
-    assert model.flip.text_model is None and model.flip.text_projection is None
+    towers = model if model_class is FlipModel else model.flip
+    assert towers.text_model is None and towers.text_projection is None
     assert not [name for name, _ in model.named_parameters() if "text" in name]
-    assert "UNEXPECTED" not in capsys.readouterr().err
-    for name, tensor in model.flip.tabular_model.state_dict().items():
+    for name, tensor in towers.tabular_model.state_dict().items():
         assert torch.equal(tensor, pretrained.flip.tabular_model.state_dict()[name]), name
-    inputs = tester.ctr_inputs()
-    assert model(field_ids=inputs["field_ids"], labels=inputs["labels"]).logits.shape == (tester.batch_size,)
+    output = model(field_ids=tester.ctr_inputs()["field_ids"])
+    assert (output.tabular_embeds if model_class is FlipModel else output.logits).shape[0] == tester.batch_size
 
 
 @pytest.mark.parametrize("model_class", [FlipModel, FlipForPretraining, FlipForCTR])
@@ -364,7 +377,7 @@ def _recording(function, calls: list):
 # ------------------------------------------------------------------------------------------------ memorisation
 
 
-def _memorisation_batch(text_config, rows: int = 64) -> dict:
+def _memorisation_batch(rows: int = 64) -> dict:
     """Field 1 is a function of fields 0 and 2; the text spells every field value as one token."""
     generator = torch.Generator().manual_seed(0)
     field_ids = torch.stack(
@@ -394,38 +407,32 @@ def _memorisation_batch(text_config, rows: int = 64) -> dict:
     }
 
 
-def _train(model: FlipForPretraining, batch: dict, steps: int) -> None:
+def _memorise(tester: FlipModelTester, steps: int = 300, **switches) -> tuple[FlipForPretraining, dict]:
+    """Train a dropout-free model with Adam on the memorisation batch; returns it in eval mode and the batch."""
+    torch.manual_seed(0)
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    config = tester.get_config(no_dropout, projection_dropout=0.0, mlm_head_dropout=0.0, use_icl=False, **switches)
+    model, batch = FlipForPretraining(config), _memorisation_batch()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
     for _ in range(steps):
         optimizer.zero_grad()
         model(**batch).loss.backward()
         optimizer.step()
-    model.eval()
+    return model.eval(), batch
 
 
 @pytest.mark.parametrize("mtm_loss", MTM_LOSSES)
 def test_mtm_memorises_masked_field(tester, mtm_loss):
-    torch.manual_seed(0)
-    config = tester.get_config(use_icl=False, use_mlm=False, mtm_loss=mtm_loss, projection_dropout=0.0)
-    config.text_config.hidden_dropout_prob = config.text_config.attention_probs_dropout_prob = 0.0
-    model = FlipForPretraining(config)
-    batch = _memorisation_batch(config.text_config)
-    _train(model, batch, steps=300)
+    model, batch = _memorise(tester, use_mlm=False, mtm_loss=mtm_loss)
     model.config.mtm_loss = "softmax"  # evaluate with the exact top-1 over the field's 6 values (chance 1/6)
     with torch.no_grad():
         assert model(**batch).mtm_accuracy > 0.6
 
 
 def test_mlm_recovers_masked_field_tokens(tester):
-    torch.manual_seed(0)
-    config = tester.get_config(use_icl=False, use_mtm=False, mlm_head_dropout=0.0)
-    config.text_config.hidden_dropout_prob = config.text_config.attention_probs_dropout_prob = 0.0
-    model = FlipForPretraining(config)
-    batch = _memorisation_batch(config.text_config)
-    _train(model, batch, steps=300)
+    model, batch = _memorise(tester, use_mtm=False)
     with torch.no_grad():
-        assert model(**batch).mlm_accuracy > 0.6  # over the whole text vocabulary (chance ~1/100)
+        assert model(**batch).mlm_accuracy > 0.6  # over the whole text vocabulary (chance ~1/150)
 
 
 # ------------------------------------------------------------------------------------------------ LoRA
@@ -460,13 +467,3 @@ def test_lora_on_text_tower_only(tester):
         base_name = name.replace(".base_layer", "")
         if "lora_" not in name:
             assert torch.equal(tensor, base_text[base_name]), name
-
-
-@pytest.fixture(autouse=True)
-def _few_threads():
-    """Two cores are shared: keep every test on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
