@@ -139,6 +139,8 @@ class FlipConfig(PreTrainedConfig):
         self.field_names = list(self.field_names)
         self.field_vocab_sizes = [int(size) for size in self.field_vocab_sizes]
         self.mlp_hidden_sizes = [int(size) for size in self.mlp_hidden_sizes]
+        if isinstance(self.text_config, PreTrainedConfig):  # a copy: the caller's config (often a loaded encoder's)
+            self.text_config = self.text_config.to_dict()  # must not be changed by this composite
         super().__post_init__(**kwargs)
         self.validate_flip_config()
 

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -184,8 +184,11 @@ class FlipCTROutput(ModelOutput):
 
 def _text_model_kwargs(text_config: PreTrainedConfig) -> dict:
     """`add_pooling_layer=False` for encoders whose class accepts it (the pooler is never used)."""
-    model_class = AutoModel._model_mapping[type(text_config)]
-    accepts_pooling_flag = "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    if type(text_config) not in MODEL_MAPPING:  # e.g. a remote-code encoder: build it as it comes
+        return {}
+    accepts_pooling_flag = (
+        "add_pooling_layer" in inspect.signature(MODEL_MAPPING[type(text_config)].__init__).parameters
+    )
     return {"add_pooling_layer": False} if accepts_pooling_flag else {}
 
 
@@ -336,8 +339,7 @@ class FlipPreTrainedModel(PreTrainedModel):
         text_model = AutoModel.from_pretrained(
             text_model_name_or_path, **_text_model_kwargs(text_config), **(text_model_kwargs or {})
         )
-        # a copy: building the composite config must not reset the loaded encoder's attention implementation
-        return cls(FlipConfig(text_config=text_model.config.to_dict(), **config_kwargs), text_model=text_model)
+        return cls(FlipConfig(text_config=text_model.config, **config_kwargs), text_model=text_model)
 
     def freeze_unused_parameters(self) -> None:
         """Set `requires_grad=False` on the parameters no output of this head reaches, so that every trainable

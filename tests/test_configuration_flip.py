@@ -74,3 +74,9 @@ def test_round_trip(tmp_path, tiny_text_config):
     assert loaded.mlp_hidden_sizes == [16, 8]
     assert loaded.text_config.hidden_size == tiny_text_config.hidden_size
     assert loaded.to_diff_dict() == config.to_diff_dict()
+
+
+def test_text_config_is_copied(tiny_text_config):
+    config = FlipConfig(text_config=tiny_text_config)
+    assert config.text_config is not tiny_text_config
+    assert config.text_config.to_dict() == tiny_text_config.to_dict()

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from transformers import BertModel
 
 from modeling_flip import FlipConfig, FlipForCTR, FlipForPretraining, FlipModel
-from modeling_flip.modeling_flip import contrastive_loss
+from modeling_flip.modeling_flip import binary_nce_loss, contrastive_loss, sampled_softmax_loss
 
 FIELD_VOCAB_SIZES = [5, 8, 12, 6]
 BACKBONES = ["dcnv2", "deepfm", "autoint"]
@@ -262,6 +262,23 @@ def test_contrastive_loss_matches_hand_computation():
     loss, logits = contrastive_loss(tabular, text, torch.tensor(temperature))
     assert math.isclose(loss.item(), expected, rel_tol=1e-6)
     assert torch.allclose(logits, torch.tensor(sims))
+
+
+def test_mtm_losses_match_hand_computation():
+    scores = torch.tensor([[2.0, 0.5, -1.0]])  # target, then K = 2 noise ids
+    noise_probs = [0.2, 0.5, 0.3]
+    log_q = torch.tensor([noise_probs]).log()
+
+    def log_sigmoid(x: float) -> float:
+        return -math.log1p(math.exp(-x))
+
+    nce_logits = [s - math.log(2 * q) for s, q in zip(scores[0].tolist(), noise_probs)]
+    expected_nce = -log_sigmoid(nce_logits[0]) - log_sigmoid(-nce_logits[1]) - log_sigmoid(-nce_logits[2])
+    assert math.isclose(binary_nce_loss(scores, log_q, num_noise=2).item(), expected_nce, rel_tol=1e-6)
+    accidental = torch.tensor([[False, False, True]])  # the second noise id is the target itself: removed
+    corrected = [s - math.log(q) for s, q in zip(scores[0].tolist(), noise_probs)][:2]
+    expected_sampled = -corrected[0] + math.log(sum(math.exp(c) for c in corrected))
+    assert math.isclose(sampled_softmax_loss(scores, log_q, accidental).item(), expected_sampled, rel_tol=1e-6)
 
 
 def _gather_worker(rank: int, world_size: int, init_file: str, tabular: torch.Tensor, text: torch.Tensor, results):
