@@ -82,7 +82,7 @@ def split_stats(split, field_names: list[str]) -> dict[str, Any]:
     table = split.with_format("arrow")[:]
     lengths = pc.list_value_length(table["input_ids"]).to_numpy()
     cut = table[TRUNCATION_KEY].to_numpy()
-    field_ids = np.array(table["field_ids"].to_pylist()).reshape(len(split), -1)
+    field_ids = pc.list_flatten(table["field_ids"]).to_numpy().reshape(len(split), -1)
     return {
         "rows": len(split),
         "tokens": {
@@ -120,7 +120,7 @@ def prepare_dataset(
     output_dir: str | os.PathLike,
     text_model: str = "minilm",
     max_length: int = 128,
-    num_proc: int | None = None,
+    num_proc: int | None = 1,
     batch_size: int = 1000,
     cache_dir: str | None = None,
     overwrite: bool = False,
@@ -132,7 +132,9 @@ def prepare_dataset(
     Args:
         name: registered dataset name or table schema file (see `processing.datasets.load_ctr_dataset`).
         text_model: tokenizer name or path (`resolve_text_model` aliases such as "minilm").
-        num_proc: processes for `Dataset.map` (default: all cores).
+        num_proc: processes for `Dataset.map` (None = 1). One process already uses every core in the Rust
+            tokenizer (the bulk of the work) and was faster than 2 processes on a 2-core machine; raise it for
+            large tables on many cores.
         recipe_kwargs: passed to the recipe (e.g. `raw_path=` for bookcrossing/goodreads).
 
     Returns:
@@ -143,7 +145,6 @@ def prepare_dataset(
     schema = recipe.schema().fit(splits["train"].select_columns(recipe.field_names).to_pandas())
     tokenizer = AutoTokenizer.from_pretrained(resolve_text_model(text_model))
     processor = FlipProcessor(tokenizer, schema, prompt_template or PromptTemplate(), max_length=max_length)
-    num_proc = num_proc if num_proc is not None else os.cpu_count()
     start = time.perf_counter()
     encoded = encode_splits(splits, processor, num_proc if num_proc and num_proc > 1 else None, batch_size)
     seconds = time.perf_counter() - start
@@ -179,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", help="default: ./data/<dataset>")
     parser.add_argument("--text-model", default="minilm", help="tokenizer name or path (default: bundled MiniLM)")
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--num-proc", type=int, default=None, help="processes for Dataset.map (default: all cores)")
+    parser.add_argument(
+        "--num-proc",
+        type=int,
+        default=1,
+        help="processes for Dataset.map (default 1: the tokenizer already uses all cores)",
+    )
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--cache-dir", default=None, help="raw download cache (default: $FLIP_CACHE or ~/.cache/flip)")
     parser.add_argument("--raw-path", default=None, help="local raw archive or folder (bookcrossing, goodreads, ...)")
