@@ -1,0 +1,185 @@
+"""End to end on a tiny synthetic table and a tiny random BERT (offline, CPU): pretrain -> finetune (id / text /
+joint, baselines) -> evaluate -> predict -> reload with AutoModel(trust_remote_code=True); LoRA; resume; configs."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForSequenceClassification, BertModel
+
+from training import evaluate, finetune, predict, pretrain
+from training.arguments import load_config_file, make_parser, parse_args
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+GENRES = np.array(["comedy", "drama", "action", "war"])
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> str:
+    """240 time-ordered rows, 4 fields; clicks follow the movie parity (15% flipped), so AUC can rise above 0.5."""
+    folder = tmp_path_factory.mktemp("table")
+    rng = np.random.default_rng(0)
+    users, movies = rng.integers(0, 12, 240), rng.integers(0, 15, 240)
+    frame = pd.DataFrame(
+        {
+            "user_id": users,
+            "gender": np.where(users % 2, "male", "female"),
+            "movie_id": movies,
+            "genre": GENRES[movies % 4],
+            "label": ((movies % 2 == 0) ^ (rng.random(240) < 0.15)).astype(int),
+            "timestamp": np.arange(240),
+        }
+    )
+    frame.to_csv(folder / "rows.csv", index=False)
+    schema = {"data_files": "rows.csv", "fields": ["user_id", "gender", "movie_id", "genre"]}
+    schema.update(label_column="label", time_column="timestamp")
+    (folder / "table.yaml").write_text(yaml.safe_dump(schema))
+    return str(folder / "table.yaml")
+
+
+@pytest.fixture(scope="module")
+def common_args(table, tiny_encoder_dir, tmp_path_factory) -> list[str]:
+    data_dir = str(tmp_path_factory.mktemp("prepared"))
+    return ["--dataset", table, "--text_model", tiny_encoder_dir, "--data_dir", data_dir]
+
+
+def run_finetune(output_dir, common_args, *extra: str) -> dict:
+    return finetune.main([str(CONFIGS / "finetune_tiny.yaml"), *common_args, "--output_dir", str(output_dir), *extra])
+
+
+@pytest.fixture(scope="module")
+def pretrained(common_args, tmp_path_factory) -> tuple[str, dict]:
+    output_dir = str(tmp_path_factory.mktemp("pretrain"))
+    results = pretrain.main([str(CONFIGS / "pretrain_tiny.yaml"), *common_args, "--output_dir", output_dir])
+    return output_dir, results
+
+
+@pytest.fixture(scope="module")
+def finetuned(pretrained, common_args, tmp_path_factory) -> dict[str, tuple[str, dict]]:
+    runs = {}
+    for mode in ("id", "text", "joint"):
+        output_dir = tmp_path_factory.mktemp(f"finetune-{mode}")
+        runs[mode] = (
+            str(output_dir),
+            run_finetune(output_dir, common_args, "--init_from", pretrained[0], "--ctr_mode", mode),
+        )
+    return runs
+
+
+def test_pretraining_logs_components_and_moves_both_towers(pretrained, tiny_encoder_dir):
+    output_dir, results = pretrained
+    assert results["validation"]["eval_loss"] > 0
+    history = json.loads(Path(output_dir, "checkpoint-48", "trainer_state.json").read_text())["log_history"]
+    train_logs = [entry for entry in history if "loss" in entry]
+    assert {"icl_loss", "mlm_loss", "mtm_loss", "mtm_accuracy"} <= set(train_logs[-1])
+    assert {"eval_icl_loss", "eval_mlm_loss", "eval_mtm_loss"} <= set(results["validation"])
+    model = AutoModel.from_pretrained(output_dir, trust_remote_code=True)
+    initial = BertModel.from_pretrained(tiny_encoder_dir)
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(model.text_model.state_dict()[query], initial.state_dict()[query])
+    assert not [name for name in os.listdir(output_dir) if name.startswith("tmp-")]
+
+
+@pytest.mark.parametrize("mode", ["id", "text", "joint"])
+def test_finetune_modes_report_validation_and_test(finetuned, pretrained, mode):
+    output_dir, results = finetuned[mode]
+    assert results["ctr_mode"] == mode and results["init_from"] == pretrained[0]
+    assert 0.0 <= results["validation"]["eval_auc"] <= 1.0
+    assert 0.0 <= results["test"]["test_auc"] <= 1.0 and results["test"]["test_logloss"] > 0
+    assert json.loads(Path(output_dir, "results.json").read_text())["test"] == pytest.approx(results["test"])
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir, trust_remote_code=True)
+    assert model.config.ctr_mode == mode
+    assert (model.flip.text_model is None) == (mode == "id")
+    assert type(AutoModel.from_pretrained(output_dir, trust_remote_code=True)).__name__ == "FlipModel"
+
+
+def test_finetuning_moves_the_pretrained_tabular_tower(finetuned, pretrained):
+    pretrained_weights = load_file(os.path.join(pretrained[0], "model.safetensors"))
+    finetuned_weights = load_file(os.path.join(finetuned["id"][0], "model.safetensors"))
+    name = "flip.tabular_model.embeddings.weight"
+    assert not torch.equal(pretrained_weights[name], finetuned_weights[name])
+
+
+def test_evaluate_and_predict_match_the_training_run(finetuned, table, tmp_path):
+    output_dir, results = finetuned["joint"]
+    record = evaluate.main([output_dir, "--dataset", table, "--split", "test"])
+    assert record["test_auc"] == pytest.approx(results["test"]["test_auc"], abs=1e-6)
+    assert record["test_logloss"] == pytest.approx(results["test"]["test_logloss"], abs=1e-5)
+    assert json.loads(Path(output_dir, "eval_test.json").read_text())["rows"] == record["rows"]
+    rows = pd.read_csv(Path(table).parent / "rows.csv").tail(7)
+    rows.drop(columns=["label"]).to_csv(tmp_path / "new.csv", index=False)
+    scored_path = predict.main([output_dir, str(tmp_path / "new.csv"), "--output_file", str(tmp_path / "out.parquet")])
+    scored = pd.read_parquet(scored_path)
+    assert len(scored) == 7 and scored["ctr"].between(0, 1).all()
+    assert list(scored.columns[:-1]) == [c for c in rows.columns if c != "label"]
+
+
+def test_id_baseline_from_scratch_needs_no_text_weights(common_args, tmp_path):
+    results = run_finetune(
+        tmp_path, common_args, "--ctr_mode", "id", "--backbone", "deepfm", "--num_train_epochs", "1"
+    )
+    assert results["init_from"] is None and results["test"]["test_auc"] >= 0
+    config = json.loads(Path(tmp_path, "config.json").read_text())
+    assert config["backbone"] == "deepfm" and config["ctr_mode"] == "id"
+
+
+def test_lora_keeps_base_text_weights_and_merges(pretrained, common_args, tmp_path):
+    from peft import PeftModel
+
+    from modeling_flip import FlipForCTR
+
+    extra = ["--init_from", pretrained[0], "--ctr_mode", "text", "--use_lora", "true", "--lora_r", "2"]
+    results = run_finetune(tmp_path, common_args, *extra, "--num_train_epochs", "1")
+    base = FlipForCTR.from_pretrained(pretrained[0], ctr_mode="text")
+    base_text = {name: value.clone() for name, value in base.flip.text_model.state_dict().items()}
+    adapted = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    text_tower = adapted.base_model.model.flip.text_model
+    query = text_tower.encoder.layer[0].attention.self.query
+    assert torch.equal(query.base_layer.weight, base_text["encoder.layer.0.attention.self.query.weight"])
+    assert torch.equal(
+        text_tower.encoder.layer[0].attention.self.key.weight, base_text["encoder.layer.0.attention.self.key.weight"]
+    )
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    merged_query = merged.flip.text_model.encoder.layer[0].attention.self.query.weight
+    assert not torch.equal(merged_query, base_text["encoder.layer.0.attention.self.query.weight"])
+    batch = {"field_ids": torch.tensor([[2, 2, 3, 2]]), "input_ids": torch.tensor([[2, 6, 7, 5, 50, 3]])}
+    with torch.no_grad():
+        torch.testing.assert_close(adapted(**batch).logits, merged(**batch).logits, atol=1e-5, rtol=1e-4)
+    assert results["test"]["test_auc"] >= 0
+
+
+def test_resume_matches_an_uninterrupted_run(common_args, tmp_path):
+    """6 steps at once == 3 steps, stop, resume from checkpoint-3 to step 6 (constant lr, fixed seed)."""
+    budget = ["--ctr_mode", "id", "--lr_scheduler_type", "constant", "--eval_strategy", "no", "--save_strategy"]
+    budget += ["steps", "--save_steps", "3", "--load_best_model_at_end", "false", "--early_stopping_patience", "0"]
+    straight = run_finetune(tmp_path / "straight", common_args, *budget, "--max_steps", "6")
+    run_finetune(tmp_path / "resumed", common_args, *budget, "--max_steps", "3")
+    resumed = run_finetune(
+        tmp_path / "resumed", common_args, *budget, "--max_steps", "6", "--resume_from_checkpoint", "true"
+    )
+    assert resumed["test"]["test_auc"] == pytest.approx(straight["test"]["test_auc"])
+    assert resumed["test"]["test_logloss"] == pytest.approx(straight["test"]["test_logloss"], rel=1e-6)
+    straight_weights = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    resumed_weights = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    for name, value in straight_weights.items():
+        torch.testing.assert_close(resumed_weights[name], value, atol=1e-6, rtol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("*checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+
+
+@pytest.mark.parametrize("config_file", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
+def test_config_files_parse(config_file):
+    script = pretrain if config_file.name.startswith("pretrain") else finetune
+    model_args, data_args, lora_args, training_args = parse_args(
+        make_parser(script.ARGUMENT_CLASSES, "test", None),
+        [str(config_file), "--output_dir", "unused", "--use_cpu", "true"],
+    )
+    assert training_args.output_dir == "unused"  # the command line overrides the file
+    assert set(load_config_file(str(config_file))) <= {
+        name for instance in (model_args, data_args, lora_args, training_args) for name in vars(instance)
+    }
