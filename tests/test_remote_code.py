@@ -4,11 +4,16 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from modeling_flip import FlipConfig, FlipForCTR
+from modeling_flip import FlipConfig, FlipForCTR, FlipForPretraining
 
-# Runs in a fresh interpreter: blocks our packages before transformers is imported, then loads through Auto classes.
+AUTO_CLASSES = {"AutoConfig", "AutoModel", "AutoModelForPreTraining", "AutoModelForSequenceClassification"}
+TOWER_INPUTS = ("input_ids", "attention_mask", "field_ids")
+
+# Runs in a fresh interpreter: blocks our packages before transformers is imported, then loads the head through its
+# Auto class and the towers through AutoModel, both from the code files saved next to the weights.
 LOADER = """
 import importlib.abc, sys
 
@@ -21,23 +26,33 @@ class BlockRepositoryPackages(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, BlockRepositoryPackages())
 
 import torch
-from transformers import AutoModel, AutoModelForSequenceClassification
+import transformers
 
-model_dir, inputs_file, outputs_file = sys.argv[1:]
+model_dir, inputs_file, outputs_file, auto_class, output_key = sys.argv[1:]
 inputs = torch.load(inputs_file)
 outputs = {}
 with torch.no_grad():
-    ctr = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
-    outputs["ctr_module"] = type(ctr).__module__
-    outputs["logits"] = ctr(**inputs).logits
-    base = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-    outputs["base_class"] = type(base).__name__
-    outputs["tabular_embeds"] = base(**inputs).tabular_embeds
+    head = getattr(transformers, auto_class).from_pretrained(model_dir, trust_remote_code=True).eval()
+    outputs["head_module"] = type(head).__module__
+    outputs["head"] = getattr(head(**inputs), output_key)
+    towers = transformers.AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    outputs["towers_class"] = type(towers).__name__
+    tower_inputs = {key: inputs[key] for key in ("input_ids", "attention_mask", "field_ids")}
+    outputs["tabular_embeds"] = towers(**tower_inputs).tabular_embeds
 torch.save(outputs, outputs_file)
 """
 
 
-def test_ctr_model_loads_as_remote_code(tmp_path, tiny_text_config):
+@pytest.mark.parametrize(
+    ("model_class", "auto_class", "output_key", "extra_inputs"),
+    [
+        (FlipForCTR, "AutoModelForSequenceClassification", "logits", {}),
+        (FlipForPretraining, "AutoModelForPreTraining", "logits_per_tabular", {"return_loss": False}),
+    ],
+)
+def test_saved_model_loads_as_remote_code(
+    tmp_path, tiny_text_config, model_class, auto_class, output_key, extra_inputs
+):
     torch.manual_seed(0)
     config = FlipConfig(
         text_config=tiny_text_config,
@@ -48,32 +63,29 @@ def test_ctr_model_loads_as_remote_code(tmp_path, tiny_text_config):
         mlp_hidden_sizes=[16, 8],
         projection_dim=16,
     )
-    model = FlipForCTR(config).eval()
-    model_dir = tmp_path / "flip-ctr"
+    model = model_class(config).eval()
+    model_dir = tmp_path / "flip"
     model.save_pretrained(model_dir)
-    auto_map = json.loads((model_dir / "config.json").read_text())["auto_map"]
-    assert set(auto_map) == {
-        "AutoConfig",
-        "AutoModel",
-        "AutoModelForPreTraining",
-        "AutoModelForSequenceClassification",
-    }
+    assert set(json.loads((model_dir / "config.json").read_text())["auto_map"]) == AUTO_CLASSES
 
     generator = torch.Generator().manual_seed(0)
     inputs = {
         "input_ids": torch.randint(5, tiny_text_config.vocab_size, (3, 7), generator=generator),
         "attention_mask": torch.ones(3, 7, dtype=torch.long),
         "field_ids": torch.tensor([[2, 3, 2], [5, 8, 3], [1, 2, 0]]),
+        **extra_inputs,
     }
     torch.save(inputs, tmp_path / "inputs.pt")
     env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PATH": "", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-c", LOADER, str(model_dir), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")]
+    paths = [str(model_dir), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")]
+    command = [sys.executable, "-c", LOADER, *paths, auto_class, output_key]
     result = subprocess.run(command, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
 
     remote = torch.load(tmp_path / "out.pt")
-    assert remote["ctr_module"].startswith("transformers_modules.")
-    assert remote["base_class"] == "FlipModel"
+    assert remote["head_module"].startswith("transformers_modules.")
+    assert remote["towers_class"] == "FlipModel"
     with torch.no_grad():
-        assert torch.allclose(remote["logits"], model(**inputs).logits, atol=1e-6)
-        assert torch.allclose(remote["tabular_embeds"], model.flip(**inputs).tabular_embeds, atol=1e-6)
+        assert torch.allclose(remote["head"], getattr(model(**inputs), output_key), atol=1e-6)
+        tower_inputs = {key: inputs[key] for key in TOWER_INPUTS}
+        assert torch.allclose(remote["tabular_embeds"], model.flip(**tower_inputs).tabular_embeds, atol=1e-6)
