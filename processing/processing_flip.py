@@ -191,19 +191,26 @@ class FlipProcessor(ProcessorMixin):
         return (numbers >= (1.0 if threshold is None else threshold)).astype(np.int64)
 
     def _pad(self, data: dict[str, list], return_tensors: str) -> BatchFeature:
-        """Pad token-level lists to the longest row (`token_field_index` with -1) and convert."""
-        text = self.tokenizer.pad(
-            {"input_ids": data["input_ids"], "attention_mask": data["attention_mask"]},
-            padding=True,
-            return_tensors=None,
-        )
-        width = len(text["input_ids"][0]) if data["input_ids"] else 0
-        left = self.tokenizer.padding_side == "left"
-        data = dict(data, **text)
-        data["token_field_index"] = [
-            ([-1] * (width - len(row)) + row) if left else (row + [-1] * (width - len(row)))
-            for row in data["token_field_index"]
-        ]
+        """Pad token-level lists to the longest row on the tokenizer's padding side and convert.
+
+        Padding: `pad_token_id` in `input_ids`, 0 in `attention_mask`, -1 in `token_field_index`.
+        """
+        lengths = np.fromiter(map(len, data["input_ids"]), dtype=np.int64, count=len(data["input_ids"]))
+        width = int(lengths.max()) if len(lengths) else 0
+        positions = np.arange(width)[None, :]
+        if self.tokenizer.padding_side == "left":
+            real = positions >= (width - lengths)[:, None]
+        else:
+            real = positions < lengths[:, None]
+        data = dict(data)
+        for key, value in (
+            ("input_ids", self.tokenizer.pad_token_id),
+            ("attention_mask", 0),
+            ("token_field_index", -1),
+        ):
+            padded = np.full((len(lengths), width), value, dtype=np.int64)
+            padded[real] = np.fromiter(chain.from_iterable(data[key]), dtype=np.int64, count=int(lengths.sum()))
+            data[key] = padded
         return BatchFeature(data, tensor_type=return_tensors)
 
     def check_compatible(self, config: Any) -> None:

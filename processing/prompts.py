@@ -76,7 +76,9 @@ class PromptTemplate:
         values = [[v or self.missing_value for v in normalize_values(col)] for col in columns]
         n = len(values[0]) if values else 0
         pieces = self._pieces(field_names, display_names)
-        lengths = np.array([np.fromiter(map(len, col), dtype=np.int64, count=n) for col in values]).reshape(-1, n).T
+        lengths = np.zeros((n, len(values)), dtype=np.int64)
+        for f, col in enumerate(values):
+            lengths[:, f] = np.fromiter(map(len, col), dtype=np.int64, count=n)
         piece_lengths = np.array([len(p) for p in pieces[:-1]], dtype=np.int64)
         starts = np.cumsum(piece_lengths)[None, :] + np.cumsum(lengths, axis=1) - lengths
         spans = np.stack([starts, starts + lengths], axis=-1)

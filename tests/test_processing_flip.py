@@ -1,3 +1,4 @@
+import copy
 import unicodedata
 
 import numpy as np
@@ -181,3 +182,17 @@ def test_processor_against_other_schema_gives_clear_errors(tiny_tokenizer):
     book_schema = TabularSchema.from_dict({"fields": [{"name": "isbn"}, {"name": "book_title"}]})
     with pytest.raises(ValueError, match=r"missing the schema columns \['isbn', 'book_title'\]"):
         FlipProcessor(tiny_tokenizer, book_schema)(ml_rows(2))
+
+
+def test_empty_batch_and_left_padding(tiny_tokenizer):
+    assert dict(_processor(tiny_tokenizer)({k: [] for k in ml_rows(1)}))["input_ids"] == []
+    left = copy.deepcopy(tiny_tokenizer)
+    left.padding_side = "left"
+    rows = ml_rows(3)
+    rows["title"][1] = "a much longer title than the others"
+    enc, plain = _processor(left)(rows, return_tensors="np"), _processor(left)(rows)
+    for i in range(3):
+        n = len(plain["input_ids"][i])
+        assert enc["input_ids"][i, -n:].tolist() == plain["input_ids"][i]
+        assert enc["token_field_index"][i, -n:].tolist() == plain["token_field_index"][i]
+        assert (enc["token_field_index"][i, :-n] == -1).all() and enc["attention_mask"][i].sum() == n
