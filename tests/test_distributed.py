@@ -1,0 +1,104 @@
+"""Data-parallel training through FlipTrainer: 2 CPU processes (gloo) x batch B == 1 process x batch 2B for the
+FLIP pretraining (ICL) loss, the logged component losses and the parameters after one SGD step."""
+
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+from accelerate.state import AcceleratorState
+from datasets import Dataset
+
+from modeling_flip import FlipConfig, FlipForPretraining
+from processing import FlipProcessor, PromptTemplate
+from processing.collators import DataCollatorForFlipPretraining
+from tests._data_fixtures import ml_rows, ml_schema
+from training.arguments import FlipPretrainingArguments
+from training.trainer import FlipTrainer
+
+GLOBAL_BATCH = 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def train_one_step(model: FlipForPretraining, rows: list[dict], tokenizer, output_dir: str) -> dict:
+    """One plain-SGD step on all `GLOBAL_BATCH` rows (split over the processes); the first log entry and params."""
+    AcceleratorState._reset_state(reset_partial_state=True)  # forked workers must build their own (gloo) state
+    args = FlipPretrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=GLOBAL_BATCH // int(os.environ.get("WORLD_SIZE", "1")),
+        max_steps=1,
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        logging_steps=1,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    args.label_names = []
+    collator = DataCollatorForFlipPretraining(tokenizer, seed=0)
+    trainer = FlipTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator)
+    trainer.train()
+    params = {name: param.detach().clone() for name, param in model.named_parameters()}
+    return {"log": trainer.state.log_history[0], "params": params, "world_size": trainer.accelerator.num_processes}
+
+
+def _worker(rank: int, world_size: int, port: int, model, rows, tokenizer, output_dir: str, results) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    outcome = train_one_step(model, rows, tokenizer, output_dir)
+    if rank == 0:
+        results["outcome"] = outcome
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_match_one_process(tiny_tokenizer, tiny_text_config, tmp_path):
+    text_config = tiny_text_config.to_dict() | {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    schema = ml_schema()
+    config = FlipConfig(
+        text_config=text_config,
+        field_names=schema.field_names,
+        field_vocab_sizes=schema.field_vocab_sizes,
+        embedding_dim=8,
+        mlp_hidden_sizes=[16],
+        projection_dim=8,
+        projection_dropout=0.0,
+        use_mlm=False,
+        use_mtm=False,
+    )
+    torch.manual_seed(0)
+    model = FlipForPretraining(config)
+    processor = FlipProcessor(tiny_tokenizer, schema, PromptTemplate(), max_length=64)
+    encoded = processor(ml_rows(GLOBAL_BATCH))
+    rows = [{key: encoded[key][i] for key in encoded} for i in range(GLOBAL_BATCH)]
+
+    initial = {name: param.detach().clone() for name, param in model.named_parameters()}
+    results = mp.get_context("fork").Manager().dict()
+    # fork: no fresh interpreter per worker (re-importing transformers costs seconds on 2 cores)
+    args = (2, free_port(), model, rows, tiny_tokenizer, str(tmp_path / "two"), results)
+    mp.start_processes(_worker, args=args, nprocs=2, start_method="fork")
+    two = results["outcome"]
+    one = train_one_step(model, rows, tiny_tokenizer, str(tmp_path / "one"))
+
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    for key in ("loss", "icl_loss"):
+        assert abs(one["log"][key] - two["log"][key]) < 1e-3, (key, one["log"], two["log"])
+    changed = 0
+    for name, value in one["params"].items():
+        torch.testing.assert_close(two["params"][name], value, atol=1e-5, rtol=1e-4, msg=name)
+        changed += not torch.equal(value, initial[name])
+    assert changed > 0
