@@ -89,8 +89,8 @@ class FlipProcessor(ProcessorMixin):
     `input_ids`, `attention_mask`, `token_field_index` (L,) with -1 for template words / special tokens / padding;
     `field_ids` (F,) local ids; `labels` () 0/1 when the schema's label column is in the input.
 
-    `self.stats` counts processed rows, truncated rows, truncated field values (cut partly or fully by
-    `max_length`) and OOV values per field, cumulatively for this process.
+    `self.stats` counts processed rows, truncated rows and truncated field values (cut partly or fully by
+    `max_length`), cumulatively for this process; `self.schema.oov_counts` counts OOV values per field.
     """
 
     def __init__(self, tokenizer=None, schema=None, prompt_template=None, max_length=128, **kwargs):
