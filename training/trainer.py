@@ -92,15 +92,17 @@ class FlipTrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self._staging_dir = None
+        staged = os.path.join(staging_root, name)
+        moved_best = self.state.best_model_checkpoint == staged  # set by Trainer when this checkpoint is the best
+        if moved_best:
+            self.state.best_model_checkpoint = final
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             if os.path.isdir(final):
                 shutil.rmtree(final)
-            os.replace(os.path.join(staging_root, name), final)
+            os.replace(staged, final)
             shutil.rmtree(staging_root, ignore_errors=True)
-            best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
-            if self.state.best_global_step and os.path.isdir(best):
-                self.state.best_model_checkpoint = best
+            if moved_best:
                 self.state.save_to_json(os.path.join(final, "trainer_state.json"))
             rotate_checkpoints(
                 output_dir=run_dir,
