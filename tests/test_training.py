@@ -183,3 +183,9 @@ def test_config_files_parse(config_file):
     assert set(load_config_file(str(config_file))) <= {
         name for instance in (model_args, data_args, lora_args, training_args) for name in vars(instance)
     }
+
+
+def test_time_budget_stops_evaluates_and_saves(common_args, tmp_path):
+    results = run_finetune(tmp_path, common_args, "--ctr_mode", "id", "--max_train_minutes", "1e-6")
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert "eval_auc" in results["validation"]

@@ -109,7 +109,8 @@ class FlipTrainingArguments(TrainingArguments):
     column), `eval_strategy="epoch"`, `save_strategy="epoch"`, `save_total_limit=2`, `load_best_model_at_end=True`,
     `metric_for_best_model="auc"` (validation AUC; the test split is evaluated once, at the end),
     `learning_rate=1e-3`, `per_device_train_batch_size=1024` (FLIP_ID reference), `logging_steps=50`.
-    New fields: `text_learning_rate` (separate PLM learning rate), `early_stopping_patience` (0 = off).
+    New fields: `text_learning_rate` (separate PLM learning rate), `early_stopping_patience` (0 = off),
+    `max_train_minutes` (time budget: training stops, evaluates and saves once it is spent).
     `push_to_hub=True` does NOT go to `Trainer` (which would create the repo in `__init__` and overwrite the card):
     it is moved to `push_final_to_hub` and the script publishes the final folder with `training.hub` instead.
     """
@@ -131,6 +132,12 @@ class FlipTrainingArguments(TrainingArguments):
     )
     early_stopping_patience: int = field(
         default=3, metadata={"help": "Stop after N evaluations without improvement of the best metric (0 = off)."}
+    )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training after this wall time (bounded budgets); the schedule still follows max_steps."
+        },
     )
 
     def __post_init__(self):
