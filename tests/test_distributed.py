@@ -27,7 +27,7 @@ def free_port() -> int:
 
 def train_one_step(model: FlipForPretraining, rows: list[dict], tokenizer, output_dir: str) -> dict:
     """One plain-SGD step on all `GLOBAL_BATCH` rows (split over the processes); the first log entry and params."""
-    AcceleratorState._reset_state(reset_partial_state=True)  # forked workers must build their own (gloo) state
+    AcceleratorState._reset_state(reset_partial_state=True)  # each run builds its own (gloo or single) state
     args = FlipPretrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=GLOBAL_BATCH // int(os.environ.get("WORLD_SIZE", "1")),
@@ -53,6 +53,7 @@ def train_one_step(model: FlipForPretraining, rows: list[dict], tokenizer, outpu
 
 
 def _worker(rank: int, world_size: int, port: int, model, rows, tokenizer, output_dir: str, results) -> None:
+    torch.set_num_threads(1)
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -87,10 +88,10 @@ def test_two_processes_match_one_process(tiny_tokenizer, tiny_text_config, tmp_p
     rows = [{key: encoded[key][i] for key in encoded} for i in range(GLOBAL_BATCH)]
 
     initial = {name: param.detach().clone() for name, param in model.named_parameters()}
-    results = mp.get_context("fork").Manager().dict()
-    # fork: no fresh interpreter per worker (re-importing transformers costs seconds on 2 cores)
+    results = mp.get_context("spawn").Manager().dict()
+    # spawn, not fork: a fork after this process ran torch's thread pools (other tests) can deadlock the workers
     args = (2, free_port(), model, rows, tiny_tokenizer, str(tmp_path / "two"), results)
-    mp.start_processes(_worker, args=args, nprocs=2, start_method="fork")
+    mp.start_processes(_worker, args=args, nprocs=2, start_method="spawn")
     two = results["outcome"]
     one = train_one_step(model, rows, tiny_tokenizer, str(tmp_path / "one"))
 
