@@ -124,7 +124,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.demo") -
         "final_model_loads_as": loaded,
     }
     write_json(os.path.join(args.output_dir, "demo_results.json"), summary)
-    note = f"movielens-100k test split, {summary['hardware']}, total {summary['total_wall_time_s']:.0f} s"
+    test_rows = next(record["test_rows"] for record in records if "test_rows" in record)
+    note = (
+        f"movielens-100k, first {test_rows:,} rows of the time-ordered test split; {summary['hardware']}; "
+        f"total {summary['total_wall_time_s']:.0f} s"
+    )
     Path(args.output_dir, "demo_results.md").write_text(f"{markdown}\n\n{note}\n", encoding="utf-8")
     print(f"\n{markdown}\n\n{note}\nFinal FLIP model: {flip_dir} (AutoModel -> {loaded})")
     return summary

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
         "init_from": model_args.init_from,
         "validation": validation,
         "test": test,
+        "test_rows": len(data["test"]),
         **run_record(start, trainer),
     }
     save_run(trainer, processor, lora_args, card, results)
