@@ -189,3 +189,16 @@ def test_time_budget_stops_evaluates_and_saves(common_args, tmp_path):
     results = run_finetune(tmp_path, common_args, "--ctr_mode", "id", "--max_train_minutes", "1e-6")
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-1"]
     assert "eval_auc" in results["validation"]
+
+
+def test_demo_table_has_rela_impr_against_dcnv2():
+    from training.demo import results_table
+
+    records = [
+        {"stage": "prepare", "wall_time_s": 3.0},
+        {"stage": "DCNv2", "test": {"test_auc": 0.70, "test_logloss": 0.61}, "wall_time_s": 10.0},
+        {"stage": "FLIP", "test": {"test_auc": 0.75, "test_logloss": 0.60}, "wall_time_s": 20.0},
+    ]
+    rows, markdown = results_table(records)
+    assert [row["rela_impr_vs_dcnv2_pct"] for row in rows] == [0.0, 25.0]
+    assert "| FLIP | 0.7500 | 0.6000 | +25.00% | 20 |" in markdown
