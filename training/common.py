@@ -42,9 +42,9 @@ def hardware_description() -> str:
     return f"CPU {platform.machine()}, {os.cpu_count()} cores"
 
 
-def command_line() -> str:
-    """The command that started this process, shell-quoted."""
-    return " ".join(shlex.quote(part) for part in [os.path.basename(sys.executable), *sys.argv])
+def command_line(prog: str, argv: list[str] | None) -> str:
+    """The command that reproduces this run: `prog` (e.g. `python -m training.finetune`) plus its arguments."""
+    return f"{prog} {shlex.join(sys.argv[1:] if argv is None else argv)}".strip()
 
 
 def resume_checkpoint(args: FlipTrainingArguments) -> str | bool | None:
@@ -189,11 +189,11 @@ def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, resul
     return model
 
 
-def run_record(start_time: float, trainer) -> dict[str, Any]:
+def run_record(start_time: float, trainer, prog: str, argv: list[str] | None) -> dict[str, Any]:
     """Wall time, command, hardware and process count of this run, for `results.json`."""
     return {
         "wall_time_s": round(time.time() - start_time, 1),
-        "command": command_line(),
+        "command": command_line(prog, argv),
         "hardware": hardware_description(),
         "num_processes": trainer.accelerator.num_processes,
         "output_dir": trainer.args.output_dir,

@@ -75,7 +75,7 @@ def run_stages(preset: str, output_dir: str, data_dir: str | None, seed: int) ->
         ),
     ]
     for name, script, argv in stages:
-        records.append({"stage": name, **script.main(argv + shared)})
+        records.append({**script.main(argv + shared), "stage": name})
     return records
 
 

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
         "validation": validation,
         "test": test,
         "test_rows": len(data["test"]),
-        **run_record(start, trainer),
+        **run_record(start, trainer, prog, argv),
     }
     save_run(trainer, processor, lora_args, card, results)
     return results

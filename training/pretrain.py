@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain
         ctr_mode="pretraining",
         fields=processor.schema.field_names,
     )
-    results = {"stage": "pretraining", "validation": validation, **run_record(start, trainer)}
+    results = {"stage": "pretraining", "validation": validation, **run_record(start, trainer, prog, argv)}
     save_run(trainer, processor, lora_args, card, results)
     return results
 
