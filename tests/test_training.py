@@ -202,3 +202,21 @@ def test_demo_table_has_rela_impr_against_dcnv2():
     rows, markdown = results_table(records)
     assert [row["rela_impr_vs_dcnv2_pct"] for row in rows] == [0.0, 25.0]
     assert "| FLIP | 0.7500 | 0.6000 | +25.00% | 20 |" in markdown
+
+
+def test_push_to_hub_publishes_the_final_folder_not_the_trainer(common_args, tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    from tests.test_hub import FakeApi
+    from training import hub
+
+    api = FakeApi()
+    monkeypatch.setattr(hub, "HfApi", lambda token=None: api)
+    extra = ["--ctr_mode", "id", "--num_train_epochs", "1", "--push_to_hub", "true", "--hub_model_id", "me/flip-id"]
+    results = run_finetune(tmp_path, common_args, *extra)
+    (create, repo, _), (upload, _, uploaded, _) = api.calls
+    assert (create, repo, upload) == ("create_repo", "me/flip-id", "upload_folder")
+    assert {"README.md", "config.json", "model.safetensors", "results.json", "modeling_flip.py"} <= set(uploaded)
+    card = ModelCard.load(tmp_path / "README.md")
+    auc = next(result for result in card.data.eval_results if result.metric_type == "roc_auc")
+    assert auc.metric_value == pytest.approx(round(results["test"]["test_auc"], 4))

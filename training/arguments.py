@@ -73,7 +73,7 @@ class DataArguments:
     data_dir: str | None = field(
         default=None, metadata={"help": "Where prepared datasets are cached (default: the recipe's cache)."}
     )
-    max_length: int = field(default=64, metadata={"help": "Prompt truncation length in tokens."})
+    max_length: int = field(default=128, metadata={"help": "Prompt truncation length in tokens (padding is dynamic)."})
     mlm_field_ratio: float = field(default=0.15, metadata={"help": "Share of fields whose tokens MLM masks."})
     mtm_field_ratio: float = field(default=0.15, metadata={"help": "Share of fields MTM masks."})
     mask_same_fields: bool = field(default=False, metadata={"help": "MLM and MTM mask the same fields."})

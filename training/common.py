@@ -179,6 +179,7 @@ def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, resul
     model = trainer.model
     card.training_command, card.hardware = results["command"], results["hardware"]
     card.wall_time = f"{results['wall_time_s']} s"
+    card.repo_id = args.hub_model_id or card.repo_id
     if trainer.is_world_process_zero():
         model = unwrap_lora(model, lora_args, args.output_dir)
         save_for_hub(model, processor, args.output_dir, card)
