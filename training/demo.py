@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from accelerate import PartialState
 from transformers import AutoModel
 
 from . import finetune, pretrain
@@ -123,14 +124,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.demo") -
         "final_model": flip_dir,
         "final_model_loads_as": loaded,
     }
-    write_json(os.path.join(args.output_dir, "demo_results.json"), summary)
     test_rows = next(record["test_rows"] for record in records if "test_rows" in record)
     note = (
         f"movielens-100k, first {test_rows:,} rows of the time-ordered test split; {summary['hardware']}; "
         f"total {summary['total_wall_time_s']:.0f} s"
     )
-    Path(args.output_dir, "demo_results.md").write_text(f"{markdown}\n\n{note}\n", encoding="utf-8")
-    print(f"\n{markdown}\n\n{note}\nFinal FLIP model: {flip_dir} (AutoModel -> {loaded})")
+    if PartialState().is_main_process:  # `accelerate launch -m training.demo --full` runs every stage on N GPUs
+        write_json(os.path.join(args.output_dir, "demo_results.json"), summary)
+        Path(args.output_dir, "demo_results.md").write_text(f"{markdown}\n\n{note}\n", encoding="utf-8")
+        print(f"\n{markdown}\n\n{note}\nFinal FLIP model: {flip_dir} (AutoModel -> {loaded})")
     return summary
 
 
