@@ -177,18 +177,25 @@ def format_stats(stats: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flip prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", help="registered name (movielens-100k, movielens-1m, ...) or table schema file")
-    parser.add_argument("--output-dir", help="default: ./data/<dataset>")
-    parser.add_argument("--text-model", default="minilm", help="tokenizer name or path (default: bundled MiniLM)")
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--output_dir", "--output-dir", help="default: ./data/<dataset>")
     parser.add_argument(
+        "--text_model", "--text-model", default="minilm", help="tokenizer name or path (default: bundled MiniLM)"
+    )
+    parser.add_argument("--max_length", "--max-length", type=int, default=128)
+    parser.add_argument(
+        "--num_proc",
         "--num-proc",
         type=int,
         default=1,
         help="processes for Dataset.map (default 1: the tokenizer already uses all cores)",
     )
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--cache-dir", default=None, help="raw download cache (default: $FLIP_CACHE or ~/.cache/flip)")
-    parser.add_argument("--raw-path", default=None, help="local raw archive or folder (bookcrossing, goodreads, ...)")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=1000)
+    parser.add_argument(
+        "--cache_dir", "--cache-dir", default=None, help="raw download cache (default: $FLIP_CACHE or ~/.cache/flip)"
+    )
+    parser.add_argument(
+        "--raw_path", "--raw-path", default=None, help="local raw archive or folder (bookcrossing, goodreads, ...)"
+    )
     parser.add_argument("--subset", default=None, help="goodreads genre subset, e.g. poetry")
     parser.add_argument("--overwrite", action="store_true")
     return parser
