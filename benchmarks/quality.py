@@ -57,10 +57,11 @@ CPU_PRETRAIN_ARGS = flags(
     "--text_learning_rate 1e-4 --warmup_steps 0.05 --logging_steps 10 --max_eval_samples 1000 "
     "--save_strategy steps --save_steps 50 --save_total_limit 1"
 )
-# PLM-only / joint on CPU: MiniLM at 5e-5 (reference), rest at 1e-3, bounded steps, validation every 100 steps.
+# PLM-only / joint on CPU: MiniLM at 5e-5 (reference), rest at 1e-3, batch 64, at most 300 steps / 12 minutes,
+# validation (full split, for the best checkpoint) every 100 steps and at the time limit.
 CPU_TEXT_ARGS = flags(
     "--learning_rate 1e-3 --text_learning_rate 5e-5 --per_device_train_batch_size 64 --per_device_eval_batch_size 256 "
-    "--max_steps 600 --max_train_minutes 15 --eval_strategy steps --eval_steps 100 --save_strategy steps "
+    "--max_steps 300 --max_train_minutes 12 --eval_strategy steps --eval_steps 100 --save_strategy steps "
     "--save_steps 100 --logging_steps 20"
 )
 
@@ -244,17 +245,19 @@ def score_test(model_dir: str, data: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_cell(suite: Suite, row: Row, seed: int, data: str) -> dict:
-    """Finetune one (row, seed), score test once, cache the record (JSON) and the test probabilities (.npz)."""
+    """Finetune one (row, seed), cache the record (JSON); ID-only rows also keep their test probabilities (.npz,
+    for the ROC / calibration plots; a second test pass of a text tower is too slow on CPU)."""
     init_from = run_pretraining(suite, suite.pretrainings[row.pretraining], data) if row.pretraining else None
     out = os.path.join(suite.output_dir, "runs", Path(cell_path(suite, row, seed)).parent.name, f"seed{seed}")
     argv = finetune_argv(suite, row, seed, data, init_from, out)
     hw = hardware()
     results = finetune.main(argv)
-    labels, probs = score_test(out, data)
     for checkpoint in Path(out).glob("checkpoint-*"):  # the final folder holds the best model
         shutil.rmtree(checkpoint, ignore_errors=True)
     os.makedirs(os.path.dirname(cell_path(suite, row, seed)), exist_ok=True)
-    np.savez_compressed(cell_path(suite, row, seed, ".npz"), labels=labels, probs=probs)
+    if row.mode == "id":
+        labels, probs = score_test(out, data)
+        np.savez_compressed(cell_path(suite, row, seed, ".npz"), labels=labels, probs=probs)
     record = {
         "row": row.name,
         "seed": seed,
@@ -385,6 +388,28 @@ def markdown_table(suite: Suite) -> str:
     return "\n".join(lines)
 
 
+def pretraining_table(suite: Suite) -> str:
+    """One line per finished pretraining: PLM, steps and epochs done, wall time, final validation losses."""
+    lines = [
+        "| pretraining | PLM | flags | steps | epochs | wall time | val ICL / MLM / MTM loss | hardware |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, spec in suite.pretrainings.items():
+        info_path = Path(suite.output_dir, "pretrain", key, "quality_pretraining.json")
+        if not info_path.is_file():
+            continue
+        info = json.loads(info_path.read_text())
+        val = info["validation"]
+        states = sorted(Path(info_path.parent).glob("checkpoint-*/trainer_state.json"))
+        steps = max((json.loads(state.read_text())["global_step"] for state in states), default=None)
+        losses = " / ".join(f"{val.get(f'eval_{name}_loss', float('nan')):.3f}" for name in ("icl", "mlm", "mtm"))
+        lines.append(
+            f"| `{key}` | {spec.text_model.label} | `{' '.join(spec.args)}` | {steps} | {val.get('epoch', 0):.3f} "
+            f"| {info['wall_time_s']:.0f} s | {losses} | {info['hardware']} |"
+        )
+    return "\n".join(lines)
+
+
 def replace_section(path: str, body: str) -> None:
     """Replace the text between the quality markers of `path` (append the marked section when missing)."""
     text = Path(path).read_text(encoding="utf-8") if os.path.isfile(path) else ""
@@ -407,6 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", default=None, help="comma-separated row names (default: all, in order)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: each row's seeds)")
     parser.add_argument("--write_results", default=None, help="also write the table into this file's section")
+    parser.add_argument("--notes", default=None, help="Markdown around the tables ({{TABLES}} marks where they go)")
     args = parser.parse_args(argv)
     suite = default_suite(args.output_dir)
     if args.command == "list":
@@ -417,10 +443,11 @@ def main(argv: list[str] | None = None) -> None:
         failed = run_rows(suite, names, seeds)
         print(f"[quality] done; failed cells: {failed or 'none'}", flush=True)
     else:
-        table = markdown_table(suite)
+        table = markdown_table(suite) + "\n\nPretraining runs:\n\n" + pretraining_table(suite)
         print(table)
         if args.write_results:
-            replace_section(args.write_results, table)
+            notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
+            replace_section(args.write_results, notes.replace("{{TABLES}}", table) if notes else table)
 
 
 if __name__ == "__main__":
