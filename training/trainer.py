@@ -18,7 +18,7 @@ class FlipTrainer(Trainer):
     - Logs every scalar component of the model output next to `loss` (pretraining: `icl_loss`, `mlm_loss`,
       `mtm_loss`, accuracies; finetuning: `id_loss`, `text_loss`, `joint_loss`, `alpha`). Values are accumulated
       as detached device tensors and turned into Python floats only at logging time (no host sync per step),
-      averaged over the logging window and over processes. Evaluation logs them with the `eval_` prefix.
+      averaged over the logging window and over processes. Evaluations log them with their prefix (`eval_`, `test_`).
     - `args.text_learning_rate` (if set) gives the parameters of the text tower (`text_model`) their own learning
       rate (an extra optimizer param group), the rest uses `args.learning_rate`.
     - Checkpoints are written under a temporary name and renamed once complete, so an interrupted save never
