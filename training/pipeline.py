@@ -1,0 +1,155 @@
+"""`ctr-prediction`: a `transformers` pipeline that turns raw table rows into click probabilities.
+
+    import training.pipeline  # registers the task
+    from transformers import pipeline
+
+    ctr = pipeline("ctr-prediction", model="outputs/demo/flip")            # folder or Hub repo id
+    ctr({"user_id": "196", "gender": "M", "movie_id": "242", "genre": "Comedy"})   # -> 0.61 (one float)
+    ctr([row_a, row_b], batch_size=64)                                      # -> [0.61, 0.12]
+    ctr(frame)                                                              # pandas DataFrame -> list of floats
+
+or `load_ctr_pipeline(path)`, which also accepts a folder written by `flip export-id` (schema only, no tokenizer).
+Preprocessing is the model's `FlipProcessor` (in `ctr_mode="id"` only its schema: no text is tokenised), the
+forward pass is `FlipForCTR`, postprocessing `sigmoid(logits)`. For large files use `flip predict`, which streams
+the file in chunks through the same processor and model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sized
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoModelForSequenceClassification, AutoProcessor, Pipeline, pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
+
+import modeling_flip  # noqa: F401  (registers the FLIP Auto classes)
+import processing  # noqa: F401  (registers FlipProcessor with AutoProcessor)
+from modeling_flip import FlipConfig
+from processing import FlipProcessor
+from processing.collators import DataCollatorForCTR
+from processing.processing_flip import _as_columns
+from processing.schema import TabularSchema
+
+TASK = "ctr-prediction"
+
+
+def _is_columnar(rows: Mapping) -> bool:
+    """A dict of equal-length columns (a batch), as opposed to one row of scalars."""
+    return bool(rows) and all(
+        isinstance(value, (list, tuple)) or hasattr(value, "__array__") for value in rows.values()
+    )
+
+
+def encode_rows(rows: Any, processor=None, schema: TabularSchema | None = None, include_text: bool = True) -> dict:
+    """Rows (dict of lists, list of dicts, DataFrame) -> per-batch model features as lists.
+
+    With `include_text` the `FlipProcessor` runs (prompt + tokens + field ids); otherwise only the schema encodes
+    the field ids (no tokenizer needed: the `ctr_mode="id"` path and exported ID folders).
+    """
+    if include_text:
+        if processor is None:
+            raise ValueError("this model reads text: it needs its FlipProcessor (tokenizer + schema)")
+        encoded = processor(rows)
+        return {key: encoded[key] for key in ("input_ids", "attention_mask", "field_ids")}
+    schema = schema if schema is not None else processor.schema
+    columns = _as_columns(rows)
+    missing = schema.missing_columns(columns)
+    if missing:
+        raise ValueError(f"input is missing the schema columns {missing} (has {list(columns)})")
+    return {"field_ids": schema.encode(columns).tolist()}
+
+
+class CtrPredictionPipeline(Pipeline):
+    """Click probability of raw rows with a saved `FlipForCTR` (any `ctr_mode`).
+
+    Input: one row (dict of scalars) -> float; a list of rows, a dict of columns or a DataFrame -> list of floats.
+    `schema=` replaces the processor for ID models without a tokenizer (see `training.export`).
+    """
+
+    _load_processor = None  # optional: exported ID folders have only the schema
+    _load_tokenizer = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_video_processor = False
+
+    def __init__(self, *args, schema: TabularSchema | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.include_text = self.model.config.ctr_mode != "id"
+        self.schema = schema or getattr(self.processor, "schema", None) or _schema_next_to(self.model)
+        if self.include_text and self.processor is None:
+            raise ValueError(
+                f"{self.model.name_or_path!r} (ctr_mode={self.model.config.ctr_mode!r}) reads text but no "
+                "FlipProcessor was found next to it: pass processor=FlipProcessor.from_pretrained(DIR) or use the "
+                "folder written by `flip finetune`"
+            )
+        if self.schema is None:
+            raise ValueError(
+                f"no flip_schema.json next to {self.model.name_or_path!r}: pass schema=TabularSchema.load(PATH) or "
+                "processor=FlipProcessor.from_pretrained(DIR)"
+            )
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        self.collator = DataCollatorForCTR(tokenizer, include_text=self.include_text)
+
+    def _sanitize_parameters(self, **kwargs):
+        return {}, {}, {}
+
+    def __call__(self, inputs: Any, *args, **kwargs):
+        if hasattr(inputs, "to_dict") and hasattr(inputs, "columns"):  # DataFrame
+            inputs = inputs.to_dict("records")
+        elif isinstance(inputs, Mapping) and _is_columnar(inputs):
+            columns = _as_columns(inputs)
+            inputs = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        return super().__call__(inputs, *args, **kwargs)
+
+    def preprocess(self, row: Mapping[str, Any]) -> dict[str, list]:
+        """One row -> its unpadded features (lists); batching happens in `collate`."""
+        encoded = encode_rows([row], self.processor, self.schema, self.include_text)
+        return {key: value[0] for key, value in encoded.items()}
+
+    def collate(self, features: list[dict[str, list]]) -> dict[str, torch.Tensor]:
+        """Pad a list of `preprocess` outputs into model inputs (`DataCollatorForCTR`)."""
+        return self.collator(features)
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self.model(**model_inputs).logits}
+
+    def postprocess(self, model_outputs: dict[str, torch.Tensor]) -> float:
+        return float(torch.sigmoid(model_outputs["logits"].float()).reshape(-1)[0])
+
+    def run_single(self, inputs, preprocess_params, forward_params, postprocess_params):
+        model_inputs = self.collate([self.preprocess(inputs, **preprocess_params)])
+        return self.postprocess(self.forward(model_inputs, **forward_params), **postprocess_params)
+
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+        """`Pipeline.get_iterator` with the CTR collator for every batch size (the default one pads text only)."""
+        rows = (PipelineDataset if isinstance(inputs, Sized) else PipelineIterator)(
+            inputs, self.preprocess, preprocess_params
+        )
+        loader = DataLoader(rows, num_workers=num_workers, batch_size=batch_size, collate_fn=self.collate)
+        model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
+        return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
+
+
+def _schema_next_to(model) -> TabularSchema | None:
+    """The `flip_schema.json` saved with the model (folder or Hub repo), or None."""
+    from transformers.utils import cached_file
+
+    from processing.processing_flip import SCHEMA_NAME
+
+    path = cached_file(model.name_or_path, SCHEMA_NAME, _raise_exceptions_for_missing_entries=False)
+    return TabularSchema.load(path) if path else None
+
+
+# the local FlipProcessor for FLIP folders, so that `pipeline()` needs no trust_remote_code prompt for the processor
+AutoProcessor.register(FlipConfig, FlipProcessor, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline(
+    TASK, pipeline_class=CtrPredictionPipeline, pt_model=AutoModelForSequenceClassification, type="multimodal"
+)
+
+
+def load_ctr_pipeline(path: str, device: int | str | None = None, **kwargs) -> CtrPredictionPipeline:
+    """`pipeline("ctr-prediction", model=path)` for a FLIP CTR folder, Hub repo id or exported ID folder."""
+    return pipeline(TASK, model=path, device=device, trust_remote_code=True, **kwargs)
