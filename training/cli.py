@@ -6,6 +6,7 @@
     flip finetune training/configs/finetune_demo.yaml --init_from outputs/pretrain --ctr_mode joint
     flip evaluate MODEL_DIR --dataset movielens-100k --split test
     flip predict MODEL_DIR rows.csv --output_file scored.csv
+    flip export-id MODEL_DIR exported/flip-id    # ID tower + schema only (no text weights, no tokenizer)
     flip push MODEL_DIR user/repo [--private]
 
 `flip COMMAND --help` lists each command's options.
@@ -21,6 +22,7 @@ COMMANDS = {
     "finetune": ("training.finetune", "CTR finetuning (FLIP_ID / FLIP_PLM / FLIP) and baselines"),
     "evaluate": ("training.evaluate", "AUC / LogLoss of a saved model on a dataset split"),
     "predict": ("training.predict", "add a `ctr` probability column to a CSV / Parquet / JSONL table"),
+    "export-id": ("training.export", "write the ID tower + schema of a FLIP_ID / FLIP model as a small folder"),
     "push": ("training.hub", "upload a saved model folder to the Hugging Face Hub"),
     "demo": ("training.demo", "end-to-end CPU demo: prepare, pretrain, finetune, compare with DCNv2"),
 }
