@@ -1,0 +1,230 @@
+"""Full-data FLIP vs DCNv2 quality rows, one seed, on a machine without `datasets` / `evaluate` / scikit-learn.
+
+The library's scripts read prepared `datasets` folders; this runner feeds the same library pieces (argument
+dataclasses and YAML configs of `training/configs`, `build_model`, `FlipTrainer`, the collators, the time-budget
+and early-stopping callbacks) with the rows of a bundle written by `benchmarks/bench_data.py export`:
+
+    python benchmarks/gpu_quality.py --bundle benchmarks/.cache/bundle --output_dir outputs/gpu_quality \
+        --pretrain_minutes 1.5 --finetune_minutes 1.5
+
+Rows: DCNv2 (ID only, `finetune_full.yaml`), FLIP pretraining (`pretrain_full.yaml`, cut by the time budget),
+FLIP (joint, from that pretraining; the config's text/joint settings). Test AUC is computed once per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from bench_data import BenchData, load_bundle  # noqa: E402
+
+from modeling_flip import FlipForCTR, FlipForPretraining  # noqa: E402
+from processing.collators import DataCollatorForCTR, DataCollatorForFlipPretraining  # noqa: E402
+from training.arguments import (  # noqa: E402
+    DataArguments,
+    FlipPretrainingArguments,
+    FlipTrainingArguments,
+    ModelArguments,
+    make_parser,
+    parse_args,
+)
+from training.common import build_model, training_callbacks  # noqa: E402
+from training.trainer import FlipTrainer  # noqa: E402
+
+CONFIGS = REPO / "training" / "configs"
+JOINT_FLAGS = [
+    "--learning_rate",
+    "1e-3",
+    "--text_learning_rate",
+    "5e-5",
+    "--per_device_train_batch_size",
+    "128",
+    "--num_train_epochs",
+    "5",
+]  # finetune_full.yaml's note for text / joint modes
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula with averaged ranks for ties (no scikit-learn)."""
+    labels = np.asarray(labels).reshape(-1).astype(bool)
+    _, inverse, counts = np.unique(
+        np.asarray(scores, dtype=np.float64).reshape(-1), return_inverse=True, return_counts=True
+    )
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based mean rank of each distinct score
+    positives, negatives = labels.sum(), (~labels).sum()
+    rank_sum = average_rank[inverse][labels].sum()
+    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """Trainer hook: validation AUC of the final logits (first prediction)."""
+    predictions = eval_pred.predictions
+    logits = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
+    return {"auc": auc(eval_pred.label_ids, logits)}
+
+
+def parse(config: str, training_class: type, flags: list[str]) -> tuple:
+    """The library's argument dataclasses from a config file plus flags."""
+    parser = make_parser((ModelArguments, DataArguments, training_class), "gpu_quality", None)
+    return parse_args(parser, [str(CONFIGS / config), *flags])
+
+
+def pretrain(data: BenchData, output_dir: str, minutes: float, seed: int, flags: list[str]) -> tuple[str, dict]:
+    """FLIP pretraining on the train rows within `minutes`; saves the model to `output_dir`."""
+    model_args, data_args, args = parse(
+        "pretrain_full.yaml",
+        FlipPretrainingArguments,
+        [
+            "--output_dir",
+            output_dir,
+            "--max_train_minutes",
+            str(minutes),
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+            "--dataloader_num_workers",
+            "2",
+            "--seed",
+            str(seed),
+            "--text_model",
+            data.text_model_path,
+            *flags,
+        ],
+    )
+    args.label_names = []
+    model = build_model(FlipForPretraining, model_args, data.processor.schema, data.text_model_path)
+    model.set_feature_frequencies(data.processor.schema.feature_counts())
+    collator = DataCollatorForFlipPretraining(
+        data.processor.tokenizer,
+        mlm_field_ratio=data_args.mlm_field_ratio,
+        mtm_field_ratio=data_args.mtm_field_ratio,
+        seed=seed,
+    )
+    trainer = FlipTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.splits["train"],
+        data_collator=collator,
+        callbacks=training_callbacks(args),
+    )
+    start = time.time()
+    output = trainer.train()
+    trainer.save_model(output_dir)
+    record = {
+        "row": "FLIP pretraining",
+        "steps": output.global_step,
+        "train_loss": output.training_loss,
+        "seconds": round(time.time() - start, 1),
+        "epochs": round(output.global_step * args.per_device_train_batch_size / len(data.splits["train"]), 2),
+    }
+    return output_dir, record
+
+
+def finetune(data: BenchData, row: str, output_dir: str, minutes: float, seed: int, flags: list[str]) -> dict:
+    """One CTR row: train with early stopping on validation AUC within `minutes`, then test AUC once."""
+    model_args, _, args = parse(
+        "finetune_full.yaml",
+        FlipTrainingArguments,
+        [
+            "--output_dir",
+            output_dir,
+            "--max_train_minutes",
+            str(minutes),
+            "--dataloader_num_workers",
+            "2",
+            "--seed",
+            str(seed),
+            "--text_model",
+            data.text_model_path,
+            *flags,
+        ],
+    )
+    args.label_names = ["labels"]
+    model = build_model(FlipForCTR, model_args, data.processor.schema, data.text_model_path)
+    collator = DataCollatorForCTR(data.processor.tokenizer, include_text=model.config.ctr_mode != "id")
+    trainer = FlipTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.splits["train"],
+        eval_dataset=data.splits["validation"],
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        callbacks=training_callbacks(args),
+    )
+    start = time.time()
+    output = trainer.train()
+    prediction = trainer.predict(data.splits["test"])
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return {
+        "row": row,
+        "test_auc": round(auc(prediction.label_ids, logits), 4),
+        "steps": output.global_step,
+        "seconds": round(time.time() - start, 1),
+        "best_validation_auc": trainer.state.best_metric,
+    }
+
+
+def common_flags(args: argparse.Namespace) -> list[str]:
+    """Flags appended to every training run: bf16 only on CUDA, optional step / batch caps."""
+    import torch
+
+    flags = ["--bf16", str(torch.cuda.is_available()).lower()]
+    flags += ["--max_steps", str(args.max_steps)] if args.max_steps else []
+    flags += ["--per_device_train_batch_size", str(args.batch_size)] if args.batch_size else []
+    return flags
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--output_dir", default="outputs/gpu_quality")
+    parser.add_argument("--pretrain_minutes", type=float, default=1.5)
+    parser.add_argument("--finetune_minutes", type=float, default=1.5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--max_rows", type=int, default=None, help="cut every split (smoke tests)")
+    parser.add_argument("--max_steps", type=int, default=None, help="cap every training run (smoke tests)")
+    parser.add_argument("--batch_size", type=int, default=None, help="override every train batch size (smoke tests)")
+    args = parser.parse_args(argv)
+    data = load_bundle(args.bundle, splits=("train", "validation", "test"))
+    if args.max_rows:
+        data.splits = {name: rows[: args.max_rows] for name, rows in data.splits.items()}
+    extra = common_flags(args)
+    out = Path(args.output_dir)
+    records = [
+        finetune(data, "DCNv2", str(out / "dcnv2"), args.finetune_minutes, args.seed, ["--ctr_mode", "id", *extra])
+    ]
+    print(json.dumps(records[-1]), flush=True)
+    checkpoint, record = pretrain(data, str(out / "pretrain"), args.pretrain_minutes, args.seed, extra)
+    records.append(record)
+    print(json.dumps(record), flush=True)
+    records.append(
+        finetune(
+            data,
+            "FLIP (joint)",
+            str(out / "flip"),
+            args.finetune_minutes,
+            args.seed,
+            ["--init_from", checkpoint, "--ctr_mode", "joint", *JOINT_FLAGS, *extra],
+        )
+    )
+    print(json.dumps(records[-1]), flush=True)
+    (out / "quality.json").write_text(json.dumps(records, indent=2))
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Smoke test of benchmarks/throughput.py, bench_data.py and gpu_quality.py on a tiny table and a tiny random BERT
+(seconds, offline, CPU): every section's function runs, the Markdown section is written and replaced, the bundle
+round-trips, the no-sklearn AUC matches scikit-learn."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from processing import FlipProcessor, PromptTemplate
+from processing.text_models import resolve_text_model
+from tests._data_fixtures import ml_rows, ml_schema
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import bench_data  # noqa: E402
+import gpu_quality  # noqa: E402
+import throughput  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data() -> bench_data.BenchData:
+    """64 ML-100k-like rows encoded by the FlipProcessor with the MiniLM tokenizer."""
+    rows = ml_rows(64)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_text_model("minilm"))
+    processor = FlipProcessor(tokenizer, ml_schema(rows), PromptTemplate(), max_length=100)
+    encoded = processor(rows)
+    columns = {key: encoded[key] for key in ("input_ids", "token_field_index", "field_ids", "labels")}
+    split = bench_data._rows_from_columns(columns)
+    return bench_data.BenchData(processor, {"train": split, "validation": split, "test": split}, "unused")
+
+
+@pytest.fixture()
+def setup(data, tmp_path, monkeypatch) -> throughput.Setup:
+    monkeypatch.setattr(throughput, "CACHE", tmp_path)
+    return throughput.Setup(
+        device=torch.device("cpu"),
+        dtype=None,
+        data=data,
+        text_model_path=throughput.text_model_path("bert-tiny-random", data),
+        flip_kwargs=throughput.flip_kwargs(data),
+        feature_counts=data.processor.schema.feature_counts(),
+    )
+
+
+def tiny_args(**overrides) -> argparse.Namespace:
+    args = throughput.build_parser().parse_args(
+        [
+            "--batch_size",
+            "4",
+            "--steps",
+            "1",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--serving_id_batch_size",
+            "8",
+            "--serving_text_batch_size",
+            "4",
+        ]
+    )
+    return argparse.Namespace(**{**vars(args), **overrides})
+
+
+def test_pretraining_levers_and_report(setup, tmp_path):
+    results = throughput.bench_pretraining(setup, tiny_args())
+    assert set(results) >= {
+        "plain MLM, padded",
+        "FLIP",
+        "FLIP + length-grouped batches",
+        "FLIP - masked-only logits (full logits)",
+        "FLIP - SDPA (eager attention)",
+    }
+    assert results["FLIP"]["vs_flip"]["median"] == pytest.approx(1.0)
+    assert all(r["median"] > 0 for r in results.values())
+
+    full = {
+        "meta": {
+            "device": "cpu",
+            "dtype": "fp32",
+            "text_model": "tiny",
+            "batch_size": 4,
+            "steps": 1,
+            "repeats": 2,
+            "warmup": 1,
+            "date": "today",
+            "hardware": throughput.hardware(setup.device),
+            "load_before": "0",
+            "load_after": "0",
+            "command": "cmd",
+        },
+        "lengths": throughput.length_distribution(setup.data),
+        "pretrain": results,
+    }
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\n## Quality\n\nkept\n")
+    throughput.replace_section(path, throughput.markdown(full), "cpu-tiny")
+    throughput.replace_section(path, throughput.markdown(full), "cpu-tiny")  # replaced, not appended
+    text = path.read_text()
+    assert text.count("## Throughput") == 1 and text.count("| FLIP |") == 1 and "kept" in text
+
+
+def test_padded_plain_batches_and_length_grouping(setup):
+    variant = throughput.Variant(plain_mlm=True)
+    indices = throughput.batch_indices(setup.data, 4, 2, grouped=False, seed=0)
+    batch = throughput.collate_pretraining(setup, variant, indices, pad_length=100)[0]
+    assert batch["input_ids"].shape == (4, 100) and (batch["labels"] != -100).any()
+    grouped = throughput.batch_indices(setup.data, 4, 16, grouped=True, seed=0)
+    assert sorted(i for b in grouped for i in b) == list(range(64))
+
+
+def test_serving_and_memory_probe(setup):
+    serving = throughput.bench_serving(setup, tiny_args())
+    assert serving["id"]["FLIP_ID"]["median"] > 0 and serving["text_ratio"]["median"] > 0
+    flip = throughput.FlipForCTR(throughput.FlipConfig(**setup.flip_kwargs, ctr_mode="id")).eval()
+    field_ids = torch.tensor([row["field_ids"] for row in setup.data.splits["train"][:8]])
+    torch.testing.assert_close(throughput.bare_copy(flip).eval()(field_ids), flip(field_ids=field_ids).logits)
+    memory = throughput.cpu_peak_subprocess(setup, throughput.Variant(), tiny_args())
+    assert memory["peak_mib"] > 0
+
+
+def test_bundle_round_trip_and_quality_runner(data, setup, tmp_path):
+    data.text_model_path = setup.text_model_path
+    folder = bench_data.write_bundle(data, tmp_path / "bundle")
+    loaded = bench_data.load_bundle(folder, splits=("train", "test"))
+    assert loaded.splits["train"] == data.splits["train"]
+    assert loaded.processor.schema.field_vocab_sizes == data.processor.schema.field_vocab_sizes
+    records = gpu_quality.main(
+        [
+            "--bundle",
+            str(folder),
+            "--output_dir",
+            str(tmp_path / "q"),
+            "--max_rows",
+            "32",
+            "--max_steps",
+            "2",
+            "--batch_size",
+            "8",
+        ]
+    )
+    assert [r["row"] for r in records] == ["DCNv2", "FLIP pretraining", "FLIP (joint)"]
+    assert all(0.0 <= r["test_auc"] <= 1.0 for r in records if "test_auc" in r)
+
+
+def test_rank_auc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.normal(size=200) + labels, 1)  # with ties
+    assert gpu_quality.auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
