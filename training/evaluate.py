@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.evaluate
     parser.add_argument("--batch_size", type=int, default=256, help="rows per forward pass")
     parser.add_argument("--max_samples", type=int, default=None, help="score only the first N rows")
     parser.add_argument("--output_file", default=None, help="metrics JSON (default: MODEL/eval_SPLIT.json)")
+    parser.add_argument("--processor", default=None, help="folder of the FlipProcessor (default: MODEL)")
     args = parser.parse_args(argv)
-    model, processor = load_ctr_model(args.model)
+    model, processor = load_ctr_model(args.model, args.processor)
     encoded = load_split(args.dataset, args.split, processor, model.config, args.max_samples)
     probs = predict_probs(model, processor, encoded, args.batch_size)
     metrics = {f"{args.split}_{name}": value for name, value in ctr_metrics(encoded["labels"], probs).items()}

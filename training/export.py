@@ -26,14 +26,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
+from transformers import BatchFeature
 from transformers.utils import cached_file
 
 import modeling_flip  # noqa: F401  (registers the FLIP Auto classes)
 from modeling_flip import FlipForCTR
 from processing import schema as schema_module
-from processing.processing_flip import SCHEMA_NAME
+from processing.processing_flip import SCHEMA_NAME, FlipProcessor, _as_columns
 from processing.schema import TabularSchema
 
 from .arguments import command_parser
@@ -142,6 +144,34 @@ def readme(model: FlipForCTR, schema: TabularSchema, model_dir: str, source_mode
         first_field=schema.field_names[0] if schema.field_names else "field",
         fields=", ".join(schema.field_names),
     )
+
+
+class SchemaEncoder:
+    """Tokenizer-free stand-in for `FlipProcessor` in `ctr_mode="id"`: rows -> `field_ids` (+ `labels` when the
+    label column is present), from the schema alone. `tokenizer` is None (`DataCollatorForCTR(None,
+    include_text=False)` batches its output).
+
+    Example:
+        >>> encoder = SchemaEncoder(TabularSchema.load("exported/flip-id/flip_schema.json"))
+        >>> encoder({"user_id": ["196"], "movie_id": ["242"], ...})["field_ids"]   # [[local ids of row 0]]
+    """
+
+    tokenizer = None
+    make_labels = FlipProcessor.make_labels  # reads only `self.schema`: the processor's own label rules
+
+    def __init__(self, schema: TabularSchema):
+        self.schema = schema
+
+    def __call__(self, rows: Any) -> BatchFeature:
+        """Dict of lists, list of dicts or DataFrame -> `field_ids` (N, F) (and `labels` (N,)) as lists."""
+        columns = _as_columns(rows)
+        missing = self.schema.missing_columns(columns)
+        if missing:
+            raise ValueError(f"input is missing the schema columns {missing} (has {list(columns)})")
+        data = {"field_ids": self.schema.encode(columns).tolist()}
+        if self.schema.label_column in columns:
+            data["labels"] = self.make_labels(columns[self.schema.label_column]).tolist()
+        return BatchFeature(data)
 
 
 def load_exported_id(folder: str) -> tuple[FlipForCTR, TabularSchema]:

@@ -33,6 +33,8 @@ from processing.collators import DataCollatorForCTR
 from processing.processing_flip import _as_columns
 from processing.schema import TabularSchema
 
+from .export import SchemaEncoder, load_schema
+
 TASK = "ctr-prediction"
 
 
@@ -41,25 +43,6 @@ def _is_columnar(rows: Mapping) -> bool:
     return bool(rows) and all(
         isinstance(value, (list, tuple)) or hasattr(value, "__array__") for value in rows.values()
     )
-
-
-def encode_rows(rows: Any, processor=None, schema: TabularSchema | None = None, include_text: bool = True) -> dict:
-    """Rows (dict of lists, list of dicts, DataFrame) -> per-batch model features as lists.
-
-    With `include_text` the `FlipProcessor` runs (prompt + tokens + field ids); otherwise only the schema encodes
-    the field ids (no tokenizer needed: the `ctr_mode="id"` path and exported ID folders).
-    """
-    if include_text:
-        if processor is None:
-            raise ValueError("this model reads text: it needs its FlipProcessor (tokenizer + schema)")
-        encoded = processor(rows)
-        return {key: encoded[key] for key in ("input_ids", "attention_mask", "field_ids")}
-    schema = schema if schema is not None else processor.schema
-    columns = _as_columns(rows)
-    missing = schema.missing_columns(columns)
-    if missing:
-        raise ValueError(f"input is missing the schema columns {missing} (has {list(columns)})")
-    return {"field_ids": schema.encode(columns).tolist()}
 
 
 class CtrPredictionPipeline(Pipeline):
@@ -78,20 +61,21 @@ class CtrPredictionPipeline(Pipeline):
     def __init__(self, *args, schema: TabularSchema | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.include_text = self.model.config.ctr_mode != "id"
-        self.schema = schema or getattr(self.processor, "schema", None) or _schema_next_to(self.model)
+        schema = schema or getattr(self.processor, "schema", None) or _schema_next_to(self.model)
         if self.include_text and self.processor is None:
             raise ValueError(
                 f"{self.model.name_or_path!r} (ctr_mode={self.model.config.ctr_mode!r}) reads text but no "
                 "FlipProcessor was found next to it: pass processor=FlipProcessor.from_pretrained(DIR) or use the "
                 "folder written by `flip finetune`"
             )
-        if self.schema is None:
+        if schema is None:
             raise ValueError(
                 f"no flip_schema.json next to {self.model.name_or_path!r}: pass schema=TabularSchema.load(PATH) or "
                 "processor=FlipProcessor.from_pretrained(DIR)"
             )
-        tokenizer = getattr(self.processor, "tokenizer", None)
-        self.collator = DataCollatorForCTR(tokenizer, include_text=self.include_text)
+        # ID models only need field ids: the schema encodes them without tokenising the prompt
+        self.encoder = self.processor if self.include_text else SchemaEncoder(schema)
+        self.collator = DataCollatorForCTR(self.encoder.tokenizer, include_text=self.include_text)
 
     def _sanitize_parameters(self, **kwargs):
         return {}, {}, {}
@@ -106,8 +90,12 @@ class CtrPredictionPipeline(Pipeline):
 
     def preprocess(self, row: Mapping[str, Any]) -> dict[str, list]:
         """One row -> its unpadded features (lists); batching happens in `collate`."""
-        encoded = encode_rows([row], self.processor, self.schema, self.include_text)
-        return {key: value[0] for key, value in encoded.items()}
+        encoded = self.encoder([row])
+        return {key: encoded[key][0] for key in self.model_input_names}
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "field_ids"] if self.include_text else ["field_ids"]
 
     def collate(self, features: list[dict[str, list]]) -> dict[str, torch.Tensor]:
         """Pad a list of `preprocess` outputs into model inputs (`DataCollatorForCTR`)."""
@@ -135,12 +123,10 @@ class CtrPredictionPipeline(Pipeline):
 
 def _schema_next_to(model) -> TabularSchema | None:
     """The `flip_schema.json` saved with the model (folder or Hub repo), or None."""
-    from transformers.utils import cached_file
-
-    from processing.processing_flip import SCHEMA_NAME
-
-    path = cached_file(model.name_or_path, SCHEMA_NAME, _raise_exceptions_for_missing_entries=False)
-    return TabularSchema.load(path) if path else None
+    try:
+        return load_schema(model.name_or_path)
+    except FileNotFoundError:
+        return None
 
 
 # the local FlipProcessor for FLIP folders, so that `pipeline()` needs no trust_remote_code prompt for the processor

@@ -2,17 +2,31 @@
 
     python -m training.predict outputs/demo/flip rows.csv --output_file scored.csv
     flip predict my-user/flip-movielens-100k rows.parquet --output_file scored.parquet --batch_size 512
+    flip predict exported/flip-id big.jsonl --output_file big.scored.parquet --chunk_size 200000   # flip export-id
 
-Input and output: `.csv`, `.parquet` or `.jsonl` (by suffix). CSV cells are read as strings, so ids such as zip
-codes keep their leading zeros. The output is written to a temporary file and renamed (atomic).
+Input and output: `.csv`, `.parquet` or `.jsonl` (by suffix; they may differ). The input is streamed in chunks of
+`--chunk_size` rows (pandas chunks for CSV / JSONL, pyarrow `iter_batches` for Parquet), each chunk encoded, scored
+and appended to the output, so memory stays flat whatever the file size; a progress bar counts rows and the
+throughput (rows/s) is printed at the end. CSV cells are read as strings, so ids such as zip codes keep their
+leading zeros. The output is written to a temporary file next to it and renamed once complete: an interrupted run
+never leaves a half-written output (an existing file stays as it was). ID models (`ctr_mode="id"`) encode rows with
+the schema alone (no tokenisation).
 """
+
+from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, closing, contextmanager
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from datasets import Dataset
+from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoProcessor
 
 import modeling_flip  # noqa: F401  (registers the FLIP Auto classes)
@@ -22,45 +36,99 @@ from processing.collators import DataCollatorForCTR
 from .arguments import command_parser
 from .common import predict_logits
 from .ctr_metrics import sigmoid
+from .export import SchemaEncoder, load_schema
 
-READERS = {".csv": lambda path: pd.read_csv(path, dtype=str), ".parquet": pd.read_parquet}
-READERS[".jsonl"] = lambda path: pd.read_json(path, lines=True, dtype=False)
+SUFFIXES = (".csv", ".parquet", ".jsonl")
 
 
-def read_table(path: str) -> pd.DataFrame:
+def table_suffix(path: str) -> str:
+    """`.csv` / `.parquet` / `.jsonl` of `path`, or a `ValueError` listing them."""
     suffix = os.path.splitext(path)[1].lower()
-    if suffix not in READERS:
-        raise ValueError(f"{path}: unsupported table format {suffix!r}; use one of {sorted(READERS)}")
-    return READERS[suffix](path)
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unsupported table format {suffix!r}; use one of {list(SUFFIXES)}")
+    return suffix
 
 
-def write_table_atomic(frame: pd.DataFrame, path: str) -> None:
-    """Write `frame` by suffix into a temporary file next to `path`, then rename it to `path`."""
-    suffix = os.path.splitext(path)[1].lower()
+def iter_chunks(path: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """The rows of a table as DataFrames of at most `chunk_size` rows, read lazily."""
+    suffix = table_suffix(path)
+    if suffix == ".parquet":
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
+            yield batch.to_pandas()
+        return
+    if suffix == ".csv":
+        reader = pd.read_csv(path, dtype=str, chunksize=chunk_size)
+    else:
+        reader = pd.read_json(path, lines=True, dtype=False, chunksize=chunk_size)
+    with reader:
+        yield from reader
+
+
+def count_rows(path: str) -> int | None:
+    """Row count when it is free (Parquet metadata), else None (the progress bar then has no total)."""
+    return pq.ParquetFile(path).metadata.num_rows if table_suffix(path) == ".parquet" else None
+
+
+@contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+    """A temporary path in `path`'s folder that becomes `path` (`os.replace`) when the block ends without an error,
+    and is removed otherwise: `path` is never half-written, an existing file stays as it was."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(dir=folder, suffix=suffix)
+    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     os.close(handle)
     try:
-        if suffix == ".csv":
-            frame.to_csv(tmp_path, index=False)
-        elif suffix == ".parquet":
-            frame.to_parquet(tmp_path, index=False)
-        elif suffix == ".jsonl":
-            frame.to_json(tmp_path, orient="records", lines=True)
-        else:
-            raise ValueError(f"{path}: unsupported output format {suffix!r}; use .csv, .parquet or .jsonl")
+        yield tmp_path
         os.replace(tmp_path, path)
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
 
 
-def load_ctr_model(model_dir: str):
-    """(model in eval mode, processor) of a saved CTR model folder or Hub repo."""
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True)
-    return model.eval(), processor
+class TableAppender:
+    """Append DataFrames to a `.csv` / `.parquet` / `.jsonl` file (format from `suffix`); `close()` finishes it."""
+
+    def __init__(self, path: str, suffix: str):
+        self.path, self.suffix, self.rows = path, suffix, 0
+        self._files = ExitStack()  # the Parquet writer, once the first chunk gives the schema
+        self._parquet: pq.ParquetWriter | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.suffix == ".parquet":
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = self._files.enter_context(pq.ParquetWriter(self.path, table.schema))
+            self._parquet.write_table(table.cast(self._parquet.schema))
+        else:  # text formats: one append per chunk (chunks are large)
+            with open(self.path, "w" if self.rows == 0 else "a", encoding="utf-8", newline="") as handle:
+                if self.suffix == ".csv":
+                    frame.to_csv(handle, header=self.rows == 0, index=False)
+                else:
+                    frame.to_json(handle, orient="records", lines=True, force_ascii=False)
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        self._files.close()
+
+
+def load_ctr_model(model_dir: str, processor_dir: str | None = None):
+    """(model in eval mode, row encoder) of a saved CTR model folder, Hub repo or `flip export-id` folder.
+
+    The encoder is the `FlipProcessor` (from `processor_dir`, default `model_dir`), or for `ctr_mode="id"` a
+    `SchemaEncoder` over its schema (same field ids, no tokenizer)."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
+    source = processor_dir or model_dir
+    if model.config.ctr_mode == "id":
+        return model, SchemaEncoder(load_schema(source))
+    try:
+        return model, AutoProcessor.from_pretrained(source, trust_remote_code=True)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(
+            f"{source!r} holds no FlipProcessor ({type(error).__name__}: {error}). The model "
+            f"(ctr_mode={model.config.ctr_mode!r}) reads text: score the folder written by `flip finetune` "
+            "(model + processor), or pass --processor DIR (a folder with processor_config.json, tokenizer and "
+            "flip_schema.json, e.g. a `flip prepare` folder)"
+        ) from error
 
 
 def encode_frame(processor, frame: pd.DataFrame) -> Dataset:
@@ -70,28 +138,54 @@ def encode_frame(processor, frame: pd.DataFrame) -> Dataset:
     )
 
 
-def predict_probs(model, processor, encoded: Dataset, batch_size: int) -> np.ndarray:
-    """Click probabilities (N,) of encoded rows."""
+def predict_probs(model, processor, encoded, batch_size: int, progress: bool = True) -> np.ndarray:
+    """Click probabilities (N,) of encoded rows (a `Dataset` or a list of row dicts)."""
     collator = DataCollatorForCTR(processor.tokenizer, include_text=model.config.ctr_mode != "id")
-    return sigmoid(predict_logits(model, encoded, collator, batch_size, description="predicting"))
+    return sigmoid(predict_logits(model, encoded, collator, batch_size, description="predicting", progress=progress))
+
+
+def score_frame(model, processor, frame: pd.DataFrame, batch_size: int, progress: bool = False) -> np.ndarray:
+    """Click probabilities (N,) of the raw rows of one chunk (encoded in memory, no `Dataset`)."""
+    encoded = processor(frame)
+    rows = [dict(zip(encoded.keys(), values)) for values in zip(*encoded.values())]
+    return predict_probs(model, processor, rows, batch_size, progress=progress)
+
+
+def score_file(model, processor, input_file: str, output_file: str, chunk_size: int, batch_size: int) -> int:
+    """Stream `input_file` in chunks into `output_file` (+ `ctr` column, written atomically); return the rows."""
+    start = time.time()
+    suffix = table_suffix(output_file)
+    with (
+        atomic_output(output_file) as tmp_path,
+        closing(TableAppender(tmp_path, suffix)) as writer,
+        tqdm(total=count_rows(input_file), unit="row", desc="scoring") as bar,
+    ):
+        for frame in iter_chunks(input_file, chunk_size):
+            frame["ctr"] = score_frame(model, processor, frame, batch_size)
+            writer.write(frame)
+            bar.update(len(frame))
+    seconds = max(time.time() - start, 1e-9)
+    print(f"scored {writer.rows} rows in {seconds:.1f} s ({writer.rows / seconds:,.0f} rows/s) -> {output_file}")
+    return writer.rows
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m training.predict") -> str:
     parser = command_parser(prog, __doc__)
-    parser.add_argument("model", help="saved CTR model folder or Hub repo id")
+    parser.add_argument("model", help="saved CTR model folder, Hub repo id or `flip export-id` folder")
     parser.add_argument("input_file", help="table to score (.csv, .parquet, .jsonl)")
     parser.add_argument(
         "--output_file", default=None, help="default: INPUT with a .scored suffix before the extension"
     )
     parser.add_argument("--batch_size", type=int, default=256, help="rows per forward pass")
+    parser.add_argument("--chunk_size", type=int, default=100_000, help="rows read, scored and written at a time")
+    parser.add_argument("--processor", default=None, help="folder of the FlipProcessor (default: MODEL)")
     args = parser.parse_args(argv)
+    if not os.path.isfile(args.input_file):
+        parser.error(f"input file {args.input_file!r} does not exist")
     stem, suffix = os.path.splitext(args.input_file)
     output_file = args.output_file or f"{stem}.scored{suffix}"
-    model, processor = load_ctr_model(args.model)
-    frame = read_table(args.input_file)
-    frame["ctr"] = predict_probs(model, processor, encode_frame(processor, frame), args.batch_size)
-    write_table_atomic(frame, output_file)
-    print(f"wrote {len(frame)} scored rows to {output_file}")
+    model, processor = load_ctr_model(args.model, args.processor)
+    score_file(model, processor, args.input_file, output_file, args.chunk_size, args.batch_size)
     return output_file
 
 
