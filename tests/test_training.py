@@ -198,12 +198,22 @@ def test_demo_table_has_rela_impr_against_dcnv2():
 
     records = [
         {"stage": "prepare", "wall_time_s": 3.0},
-        {"stage": "DCNv2", "test": {"test_auc": 0.70, "test_logloss": 0.61}, "wall_time_s": 10.0},
-        {"stage": "FLIP", "test": {"test_auc": 0.75, "test_logloss": 0.60}, "wall_time_s": 20.0},
+        {
+            "stage": "DCNv2",
+            "test": {"test_auc": 0.70, "test_logloss": 0.61},
+            "train_rows_seen": 8,
+            "wall_time_s": 10.0,
+        },
+        {
+            "stage": "FLIP",
+            "test": {"test_auc": 0.75, "test_logloss": 0.60},
+            "train_rows_seen": 4096,
+            "wall_time_s": 20.0,
+        },
     ]
     rows, markdown = results_table(records)
     assert [row["rela_impr_vs_dcnv2_pct"] for row in rows] == [0.0, 25.0]
-    assert "| FLIP | 0.7500 | 0.6000 | +25.00% | 20 |" in markdown
+    assert "| FLIP | 0.7500 | 0.6000 | +25.00% | 4,096 | 20 |" in markdown
 
 
 def test_push_to_hub_publishes_the_final_folder_not_the_trainer(common_args, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field, fields
+from importlib.util import find_spec
 from typing import Any
 
 import yaml
@@ -116,7 +117,9 @@ class FlipTrainingArguments(TrainingArguments):
     """
 
     output_dir: str | None = field(default="outputs/flip-ctr", metadata={"help": "Where checkpoints and results go."})
-    report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers."})
+    report_to: None | str | list[str] = field(
+        default="none", metadata={"help": "Trackers, e.g. tensorboard (pip install 'flip-ctr[tensorboard]')."}
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep columns for the FLIP collators."})
     eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
     save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "Checkpoint every epoch."})
@@ -145,6 +148,18 @@ class FlipTrainingArguments(TrainingArguments):
         if self.push_final_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. my-user/flip-movielens-100k)")
         super().__post_init__()
+        require_trackers(self.report_to)
+
+
+def require_trackers(report_to: list[str] | str | None) -> None:
+    """Fail early, saying what to install, when `--report_to tensorboard` cannot work (Trainer would only fail
+    once the model and data are loaded)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if "tensorboard" in names and not (find_spec("tensorboard") or find_spec("tensorboardX")):
+        raise ImportError(
+            "--report_to tensorboard needs the tensorboard package: pip install 'flip-ctr[tensorboard]' "
+            "(or pip install tensorboard), or drop --report_to / use --report_to none"
+        )
 
 
 @dataclass

@@ -14,6 +14,7 @@
 
 import importlib
 import inspect
+import re
 import sys
 
 COMMANDS = {
@@ -34,6 +35,20 @@ def usage() -> str:
     return "usage: flip COMMAND [ARGS ...]\n\ncommands:\n" + "\n".join(lines) + "\n\n" + __doc__
 
 
+EXAMPLE_LINE = re.compile(r"^ {4}(flip|python|accelerate) ", re.MULTILINE)
+
+
+def examples(command: str) -> list[str]:
+    """This docstring's example lines for `command` (`flip prepare movielens-100k ...`)."""
+    return [line.strip() for line in __doc__.splitlines() if line.strip().startswith(f"flip {command} ")]
+
+
+def print_examples_after_help(module, command: str) -> None:
+    """`flip COMMAND --help` ends with usage examples when the command's own help shows none."""
+    if not EXAMPLE_LINE.search(module.__doc__ or ""):
+        print("\nexample:\n" + "\n".join(f"    {line}" for line in examples(command)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `flip COMMAND ARGS...` to `COMMAND`'s module `main(ARGS, prog="flip COMMAND")`."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -43,9 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"flip: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    command_main = importlib.import_module(COMMANDS[argv[0]][0]).main
-    accepts_prog = "prog" in inspect.signature(command_main).parameters
-    command_main(argv[1:], **({"prog": f"flip {argv[0]}"} if accepts_prog else {}))
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    accepts_prog = "prog" in inspect.signature(module.main).parameters
+    try:
+        module.main(argv[1:], **({"prog": f"flip {argv[0]}"} if accepts_prog else {}))
+    except SystemExit as exit_info:
+        if exit_info.code == 0 and {"-h", "--help"} & set(argv[1:]):
+            print_examples_after_help(module, argv[0])
+        raise
     return 0
 
 

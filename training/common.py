@@ -180,15 +180,19 @@ def build_model(model_class, model_args, schema, text_model_path: str) -> nn.Mod
 
 
 def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, results: dict[str, Any]) -> nn.Module:
-    """Write the final, Hub-ready `output_dir` (plain or LoRA-merged model, processor, code files, README.md,
-    `results.json`), push it when `--push_to_hub`, and return the plain model."""
+    """Write the final, Hub-ready `output_dir` (plain or LoRA-merged model, processor, code files,
+    `training_curves.png`, README.md embedding the PNGs, `results.json`), push it when `--push_to_hub`, and return
+    the plain model."""
     args = trainer.args
     model = trainer.model
     card.training_command, card.hardware = results["command"], results["hardware"]
     card.wall_time = f"{results['wall_time_s']} s"
     card.repo_id = args.hub_model_id or card.repo_id
     if trainer.is_world_process_zero():
+        from .plots import TRAINING_CURVES_NAME, plot_training_curves  # matplotlib only when saving
+
         model = unwrap_lora(model, lora_args, args.output_dir)
+        plot_training_curves(trainer.state.log_history, os.path.join(args.output_dir, TRAINING_CURVES_NAME))
         save_for_hub(model, processor, args.output_dir, card)
         write_json(os.path.join(args.output_dir, RESULTS_NAME), results)
         if args.push_final_to_hub:
@@ -198,9 +202,15 @@ def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, resul
 
 
 def run_record(start_time: float, trainer, prog: str, argv: list[str] | None) -> dict[str, Any]:
-    """Wall time, command, hardware and process count of this run, for `results.json`."""
+    """Wall time, training rows seen, command, hardware and process count of this run, for `results.json`."""
+    args = trainer.args
+    global_batch = (
+        args.per_device_train_batch_size * args.gradient_accumulation_steps * trainer.accelerator.num_processes
+    )
     return {
         "wall_time_s": round(time.time() - start_time, 1),
+        "train_steps": trainer.state.global_step,
+        "train_rows_seen": trainer.state.global_step * global_batch,
         "command": command_line(prog, argv),
         "hardware": hardware_description(),
         "num_processes": trainer.accelerator.num_processes,

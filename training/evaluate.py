@@ -5,7 +5,8 @@
 
 `--dataset` is a recipe name or table schema file (raw rows, encoded with the model's own processor) or a folder
 written by `flip prepare` (its schema must match the model's). Metrics go to `--output_file` (default
-`MODEL/eval_<split>.json` for a local model folder) and to stdout.
+`MODEL/eval_<split>.json` for a local model folder) and to stdout; `roc_<split>.png`, `calibration_<split>.png`
+(and `training_curves.png` from a `trainer_state.json` there, if not yet drawn) go next to the metrics file.
 """
 
 import json
@@ -20,6 +21,7 @@ from .arguments import command_parser
 from .common import hardware_description, write_json
 from .ctr_metrics import ctr_metrics
 from .data import is_prepared_dir
+from .plots import write_evaluation_plots
 from .predict import encode_frame, load_ctr_model, predict_probs
 
 
@@ -56,6 +58,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.evaluate
     )
     if output_file:
         write_json(output_file, record)
+        plots = write_evaluation_plots(
+            os.path.dirname(os.path.abspath(output_file)), encoded["labels"], probs, args.split
+        )
+        print("plots: " + ", ".join(plots))
     print(json.dumps(record, indent=2))
     return record
 

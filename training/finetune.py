@@ -13,7 +13,10 @@
 
 Early stopping and the best checkpoint use the **validation** AUC; the best model is then evaluated once on the
 test split. `output_dir` ends up holding the final model (LoRA merged), processor, code files, README.md (model
-card) and `results.json` (validation + test AUC/LogLoss, wall time, command, hardware).
+card) and `results.json` (validation + test AUC/LogLoss, wall time, command, hardware), plus `roc_test.png`,
+`calibration_test.png` and `training_curves.png` (loss components, validation AUC/LogLoss, joint alpha).
+`--report_to tensorboard` also logs every value to TensorBoard under `output_dir/runs` (`pip install
+'flip-ctr[tensorboard]'`).
 `--use_lora` adapts only the text tower; `--push_to_hub --hub_model_id user/repo` publishes the folder.
 """
 
@@ -38,6 +41,7 @@ from .common import (
 from .ctr_metrics import compute_metrics
 from .data import dataset_name, load_data
 from .hub import CardInfo
+from .plots import PredictionRecorder, write_evaluation_plots
 from .trainer import FlipTrainer
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, FlipTrainingArguments)
@@ -69,7 +73,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
     trainer.train(resume_from_checkpoint=resume_checkpoint(args), ignore_keys_for_eval=NON_LOGIT_OUTPUTS)
     validation = best_validation_metrics(trainer, NON_LOGIT_OUTPUTS)
     trainer.remove_callback(EarlyStoppingCallback)  # the test pass is not a validation step
+    trainer.compute_metrics = test_scores = PredictionRecorder(compute_metrics)  # keeps probabilities for plots
     test = trainer.evaluate(data["test"], ignore_keys=NON_LOGIT_OUTPUTS, metric_key_prefix="test")
+    if trainer.is_world_process_zero():  # roc_test.png, calibration_test.png (the card embeds them)
+        write_evaluation_plots(args.output_dir, test_scores.labels, test_scores.probs, "test", log_history=[])
     config = trainer.model.config
     name = "FLIP" if model_args.init_from else "baseline"
     card = CardInfo(

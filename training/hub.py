@@ -34,6 +34,7 @@ class CardInfo:
     hardware: str = ""
     wall_time: str = ""
     repo_id: str = "<user>/<repo>"
+    plots: list[str] = field(default_factory=list)  # PNG names in the model folder (training.plots), embedded
 
     def base_model(self) -> str | None:
         """The PLM's Hub id when it has one (local paths are not valid `base_model` values)."""
@@ -69,6 +70,7 @@ def render_model_card(info: CardInfo, template_path: str | os.PathLike = MODEL_C
         eval_results=eval_results or None,
     )
     kwargs: dict[str, Any] = {key: value for key, value in vars(info).items() if key != "metrics"}
+    kwargs["plots"] = "\n\n".join(f"![{name[:-4].replace('_', ' ')}]({name})" for name in info.plots)
     kwargs["fields"] = ", ".join(info.fields) or "see processor_config.json"
     kwargs["results_table"] = info.results_table or "\n".join(
         ["| split | AUC | LogLoss |", "|---|---|---|"]
@@ -79,9 +81,11 @@ def render_model_card(info: CardInfo, template_path: str | os.PathLike = MODEL_C
 
 def save_for_hub(model, processor, output_dir: str, card_info: CardInfo) -> str:
     """Write a Hub-ready folder: `save_pretrained` of model (code files included through
-    `register_for_auto_class`) and processor, plus `README.md` rendered from `model_card.md`. Returns the folder."""
+    `register_for_auto_class`) and processor, plus `README.md` rendered from `model_card.md`, which embeds the
+    evaluation PNGs already in the folder (ROC, calibration, training curves). Returns the folder."""
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    card_info.plots = card_info.plots or sorted(name for name in os.listdir(output_dir) if name.endswith(".png"))
     render_model_card(card_info).save(os.path.join(output_dir, "README.md"))
     return output_dir
 
