@@ -8,12 +8,15 @@ vocabulary, V_tab total features, N selected (masked) positions, K noise ids.
 
 import inspect
 import math
+import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
@@ -336,9 +339,11 @@ class FlipPreTrainedModel(PreTrainedModel):
             **config_kwargs: `FlipConfig` fields (schema, backbone, losses, ...).
         """
         text_config = AutoConfig.from_pretrained(text_model_name_or_path)
-        text_model = AutoModel.from_pretrained(
-            text_model_name_or_path, **_text_model_kwargs(text_config), **(text_model_kwargs or {})
-        )
+        text_model_kwargs = {"use_safetensors": True, **(text_model_kwargs or {})}  # never unpickle weights
+        with _named_weight_errors(text_model_name_or_path):
+            text_model = AutoModel.from_pretrained(
+                text_model_name_or_path, **_text_model_kwargs(text_config), **text_model_kwargs
+            )
         return cls(FlipConfig(text_config=text_model.config, **config_kwargs), text_model=text_model)
 
     def freeze_unused_parameters(self) -> None:
@@ -347,8 +352,12 @@ class FlipPreTrainedModel(PreTrainedModel):
         again after `from_pretrained` (loading re-creates parameters as trainable)."""
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, loading weights only from safetensors files (`use_safetensors=True`
+        unless given: no pickled `pytorch_model.bin`), and naming the file when it is truncated or corrupt."""
+        kwargs.setdefault("use_safetensors", True)
+        with _named_weight_errors(pretrained_model_name_or_path):
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_unused_parameters()
         return loaded
 
@@ -357,6 +366,22 @@ class FlipPreTrainedModel(PreTrainedModel):
         if self.is_remote_code():
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **FLIP_AUTO_MAP}
         super().save_pretrained(save_directory, *args, **kwargs)
+
+
+@contextmanager
+def _named_weight_errors(source):
+    """Re-raise safetensors' bare header errors ("incomplete metadata", "header too small") as an `OSError` that
+    names the weights file(s) of `source` and the fix."""
+    try:
+        yield
+    except SafetensorError as error:
+        source = str(source)
+        files = sorted(f for f in os.listdir(source) if f.endswith(".safetensors")) if os.path.isdir(source) else []
+        where = ", ".join(os.path.join(source, f) for f in files) or f"the safetensors weights of {source}"
+        raise OSError(
+            f"Cannot read {where}: {error}. The file is truncated or corrupted (an interrupted download or copy?): "
+            "download or save it again"
+        ) from error
 
 
 def uniform_noise_probs(field_vocab_sizes: Sequence[int]) -> torch.Tensor:

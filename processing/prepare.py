@@ -142,6 +142,13 @@ def prepare_dataset(
     """
     recipe = get_recipe(name)
     splits = recipe.load(cache_dir=cache_dir, **recipe_kwargs)
+    empty = [split_name for split_name, split in splits.items() if len(split) == 0]
+    if empty:
+        sizes = {split_name: len(split) for split_name, split in splits.items()}
+        raise ValueError(
+            f"{recipe.name}: the {empty} split(s) are empty {sizes}; training and evaluation need rows in every "
+            "split of the 80/10/10 time split (give the table at least 10 rows)"
+        )
     schema = recipe.schema().fit(splits["train"].select_columns(recipe.field_names).to_pandas())
     tokenizer = AutoTokenizer.from_pretrained(resolve_text_model(text_model))
     processor = FlipProcessor(tokenizer, schema, prompt_template or PromptTemplate(), max_length=max_length)

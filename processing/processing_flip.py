@@ -123,6 +123,10 @@ class FlipProcessor(ProcessorMixin):
         missing = self.schema.missing_columns(columns)
         if missing:
             raise ValueError(f"FlipProcessor: input is missing the schema columns {missing} (has {list(columns)})")
+        used = [*self.schema.field_names, *([self.schema.label_column] if self.schema.label_column in columns else [])]
+        lengths = {name: len(columns[name]) for name in used}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"FlipProcessor: columns have different lengths {lengths} (one value per row each)")
         texts, spans = self.render(columns)
         encodings = self._backend_tokenizer().encode_batch(texts)
         input_ids = [e.ids for e in encodings]

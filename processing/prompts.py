@@ -73,7 +73,9 @@ class PromptTemplate:
             texts: N strings.
             spans: `(N, F, 2)` int64, `[start, end)` character span of each value in its text.
         """
-        values = [[v or self.missing_value for v in normalize_values(col)] for col in columns]
+        values = [
+            [v or self.missing_value for v in normalize_values(col, name)] for col, name in zip(columns, field_names)
+        ]
         n = len(values[0]) if values else 0
         pieces = self._pieces(field_names, display_names)
         lengths = np.zeros((n, len(values)), dtype=np.int64)

@@ -29,9 +29,17 @@ NUM_RESERVED_IDS = 2
 SCHEMA_FORMAT_VERSION = 1
 
 
-def _value_to_str(value: Any) -> str:
-    """Canonical string of one cell; `""` means missing."""
-    if value is None:
+MISSING_TYPE_NAMES = {"NAType", "NaTType"}  # pandas.NA, pandas.NaT (without importing pandas)
+NESTED_TYPES = (list, tuple, dict, set, frozenset, np.ndarray)
+
+
+def _value_to_str(value: Any, name: str | None = None) -> str:
+    """Canonical string of one cell; `""` means missing (None, NaN, pandas NA/NaT, datetime NaT, empty).
+
+    Bytes are decoded as UTF-8; nested values (lists, dicts, arrays) raise `TypeError` naming the field `name`:
+    their `str()` would silently become a category.
+    """
+    if value is None or type(value).__name__ in MISSING_TYPE_NAMES:
         return ""
     if isinstance(value, str):
         return value.strip()
@@ -40,15 +48,30 @@ def _value_to_str(value: Any) -> str:
             return ""
         if float(value).is_integer():
             return str(int(value))
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8").strip()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"Field {name!r}: bytes value {bytes(value)[:20]!r} is not UTF-8 ({error})") from None
+    if isinstance(value, NESTED_TYPES):
+        raise TypeError(
+            f"Field {name!r}: got a {type(value).__name__} value {str(value)[:50]!r}; a field holds one scalar "
+            "(string or number) per row: flatten or join the column first"
+        )
+    if isinstance(value, np.datetime64) and np.isnat(value):
+        return ""
     return str(value).strip()
 
 
-def normalize_values(values: Iterable[Any]) -> list[str]:
-    """Canonical strings of a column (`""` = missing). Already-clean strings take a C-level fast path."""
+def normalize_values(values: Iterable[Any], name: str | None = None) -> list[str]:
+    """Canonical strings of a column (`""` = missing). Already-clean strings take a C-level fast path.
+
+    `name` (the field) only appears in the error raised for nested values (see `_value_to_str`).
+    """
     if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
         return values.astype(str).tolist()
     values = values.tolist() if hasattr(values, "tolist") else list(values)
-    return [v.strip() if type(v) is str else _value_to_str(v) for v in values]
+    return [v.strip() if type(v) is str else _value_to_str(v, name) for v in values]
 
 
 def stable_hash(value: str) -> int:
@@ -79,6 +102,11 @@ class FieldSpec:
     def __post_init__(self):
         if self.display_name is None:
             self.display_name = self.name.replace("_", " ")
+        for key, value in (("num_buckets", self.num_buckets), ("min_count", self.min_count)):
+            if (value is not None or key == "min_count") and not (
+                isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+            ):
+                raise ValueError(f"Field {self.name!r}: {key} must be a positive integer, got {value!r}")
         self._index: dict[str, int] | None = None
 
     @property
@@ -88,7 +116,7 @@ class FieldSpec:
 
     def fit(self, values: Iterable[Any]) -> FieldSpec:
         """Count train values; keeps `vocab`/`counts` ordered by (-count, value). Missing values are not counted."""
-        counter = Counter(normalize_values(values))
+        counter = Counter(normalize_values(values, self.name))
         counter.pop("", None)
         if self.num_buckets:
             buckets = np.zeros(self.num_buckets, dtype=np.int64)
@@ -103,7 +131,7 @@ class FieldSpec:
 
     def encode(self, values: Iterable[Any]) -> np.ndarray:
         """Values -> local ids `(N,)` int64; unseen, missing and empty values -> `FIELD_OOV_ID`."""
-        strings = normalize_values(values)
+        strings = normalize_values(values, self.name)
         if self.num_buckets:
             ids = [NUM_RESERVED_IDS + stable_hash(v) % self.num_buckets if v else FIELD_OOV_ID for v in strings]
             return np.asarray(ids, dtype=np.int64).reshape(len(strings))

@@ -16,17 +16,31 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict
 
-from ..schema import FieldSpec, TabularSchema
+from ..schema import NESTED_TYPES, FieldSpec, TabularSchema, normalize_values
 
 LABEL = "label"
+SCALAR_KINDS = {"string", "empty", "integer", "floating", "mixed-integer-float", "decimal", "boolean", "bytes"}
 SPLITS = ("train", "validation", "test")
 
 
 def as_display_strings(column: pd.Series, value_map: Mapping[str, str] | None = None) -> pd.Series:
-    """Column -> object Series of stripped strings (ints/floats like 21.0 -> "21"), None where missing or empty."""
+    """Column -> object Series of stripped strings (ints/floats like 21.0 -> "21", as `normalize_values` does for
+    the processor's raw rows), None where missing or empty. Nested values (lists, dicts, arrays) raise `TypeError`
+    naming the column: their text would silently become a category."""
     series = pd.Series(column, copy=False)
-    if pd.api.types.is_float_dtype(series) and np.all(np.isnan(series) | (series == np.round(series))):
-        series = series.astype("Int64")
+    if pd.api.types.is_float_dtype(series):
+        if np.all(np.isnan(series) | (series == np.round(series))):
+            series = series.astype("Int64")
+        else:  # mixed 1.5 / 2.0: per value, so 2.0 -> "2" like the processor
+            series = pd.Series(normalize_values(series.to_numpy()), index=series.index, dtype=object)
+    elif series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) not in SCALAR_KINDS:
+        nested = series.map(lambda v: isinstance(v, NESTED_TYPES))
+        if nested.any():
+            example = series[nested].iloc[0]
+            raise TypeError(
+                f"Column {series.name!r}: {int(nested.sum())} of {len(series)} values are {type(example).__name__}s "
+                f"(e.g. {str(example)[:50]!r}); a field holds one scalar per row: flatten or join the column first"
+            )
     strings = series.astype("string").str.strip()
     if value_map:
         strings = strings.replace(dict(value_map))
@@ -84,7 +98,13 @@ class Recipe:
 
     def load(self, cache_dir: str | None = None, **kwargs: Any) -> DatasetDict:
         frame = self.build(cache_dir=cache_dir, **kwargs)
-        return to_dataset_dict(split_by_time(frame, self.time_column), self)
+        splits = split_by_time(frame, self.time_column)
+        if splits["train"].empty:
+            raise ValueError(
+                f"Dataset {self.name!r}: the train split is empty ({len(frame)} rows in all); "
+                "the vocabularies are fitted on train, so the table needs rows"
+            )
+        return to_dataset_dict(splits, self)
 
 
 def to_dataset_dict(splits: Mapping[str, pd.DataFrame], recipe: Recipe) -> DatasetDict:

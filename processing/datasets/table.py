@@ -27,14 +27,19 @@ import pandas as pd
 from ..schema import FieldSpec
 from .base import LABEL, Recipe, as_display_strings, binarize, sort_for_split
 
+# Text tables are read as strings (like `flip predict` reads them): ids such as zip codes keep their leading zeros.
+# The time / tie columns are made numeric again before sorting (see `_numeric_if_possible`).
 READERS = {
-    ".csv": pd.read_csv,
-    ".tsv": lambda path: pd.read_csv(path, sep="\t"),
+    ".csv": lambda path: pd.read_csv(path, dtype=str),
+    ".tsv": lambda path: pd.read_csv(path, sep="\t", dtype=str),
     ".parquet": pd.read_parquet,
     ".jsonl": lambda path: pd.read_json(path, lines=True, dtype=False),
     ".json": lambda path: pd.read_json(path, lines=True, dtype=False),
 }
 SPEC_KEYS = {"name", "display_name", "num_buckets", "min_count"}
+FIELD_KEYS = SPEC_KEYS | {"value_map"}
+REQUIRED_KEYS = {"data_files", "fields", "label_column"}
+OPTIONAL_KEYS = {"name", "label_threshold", "time_column", "tie_columns"}
 
 
 def read_schema_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -44,6 +49,34 @@ def read_schema_file(path: str | os.PathLike) -> dict[str, Any]:
 
         return yaml.safe_load(text)
     return json.loads(text)
+
+
+def check_schema_config(config: Any, path: str | os.PathLike) -> None:
+    """Raise `ValueError` naming `path` and the key on a malformed schema file (missing or misspelt keys, bad
+    threshold, duplicate fields): a misspelt optional key such as `num_bucket` must not be silently ignored."""
+    if not isinstance(config, dict):
+        raise TypeError(f"{path}: a table schema file holds a mapping, got {type(config).__name__}")
+    problems = [f"missing key {key!r}" for key in sorted(REQUIRED_KEYS - set(config))]
+    problems += [f"unknown key {key!r}" for key in sorted(set(config) - REQUIRED_KEYS - OPTIONAL_KEYS)]
+    fields = config.get("fields") or []
+    if "fields" in config and (not isinstance(fields, list) or not fields):
+        problems.append("'fields' must be a non-empty list")
+        fields = []
+    for f in fields:
+        if isinstance(f, dict):
+            if "name" not in f:
+                problems.append(f"field {f} has no 'name'")
+            problems += [f"field {f.get('name')!r}: unknown key {k!r}" for k in sorted(set(f) - FIELD_KEYS)]
+        elif not isinstance(f, str):
+            problems.append(f"field {f!r} is neither a column name nor a mapping")
+    names = [f if isinstance(f, str) else f.get("name") for f in fields if isinstance(f, (str, dict))]
+    problems += [f"field {n!r} is listed twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    threshold = config.get("label_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        problems.append(f"label_threshold must be a number, got {threshold!r}")
+    if problems:
+        allowed = f"(keys: {sorted(REQUIRED_KEYS | OPTIONAL_KEYS)}; field keys: {sorted(FIELD_KEYS)})"
+        raise ValueError(f"Table schema file {path}: " + "; ".join(problems) + f" {allowed}")
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -64,9 +97,16 @@ def _binary_labels(values: pd.Series, column: str) -> pd.Series:
     return pd.to_numeric(values).astype(np.int64)
 
 
+def _numeric_if_possible(values: pd.Series) -> pd.Series:
+    """Numbers when every non-missing value parses as one (so time and id columns read as text sort as numbers)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers if numbers.notna().sum() == values.notna().sum() else values
+
+
 def table_recipe(schema_path: str | os.PathLike) -> Recipe:
     """A `Recipe` for the table described by `schema_path` (see the module docstring)."""
     config = read_schema_file(schema_path)
+    check_schema_config(config, schema_path)
     fields = [{"name": f} if isinstance(f, str) else dict(f) for f in config["fields"]]
     label_column, threshold = config["label_column"], config.get("label_threshold")
     time_column, ties = config.get("time_column"), list(config.get("tie_columns", []))
@@ -80,6 +120,10 @@ def table_recipe(schema_path: str | os.PathLike) -> Recipe:
         missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
         if missing:
             raise ValueError(f"Table {files} is missing the columns {missing} named in {schema_path}")
+        if frame.empty:
+            raise ValueError(f"Table {files} named in {schema_path} has no rows")
+        for column in dict.fromkeys(c for c in [time_column, *ties] if c):
+            frame[column] = _numeric_if_possible(frame[column])
         frame = sort_for_split(frame, [c for c in [time_column, *ties] if c])
         out = pd.DataFrame({f["name"]: as_display_strings(frame[f["name"]], f.get("value_map")) for f in fields})
         labels = frame[label_column]
