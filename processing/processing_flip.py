@@ -119,7 +119,7 @@ class FlipProcessor(ProcessorMixin):
 
         `return_truncation=True` adds `num_truncated_values` (N,): field values per row cut by `max_length`.
         """
-        columns = _as_columns(rows)
+        columns = _as_columns(rows) or {name: [] for name in self.schema.field_names}  # [] (no rows): empty batch
         missing = self.schema.missing_columns(columns)
         if missing:
             raise ValueError(f"FlipProcessor: input is missing the schema columns {missing} (has {list(columns)})")
