@@ -378,8 +378,13 @@ def other_schema_processor(tiny_tokenizer, tmp_path) -> str:
     return str(path)
 
 
-@pytest.mark.xfail(strict=True, reason="training/predict.load_ctr_model does not check the processor yet")
-def test_predict_refuses_a_processor_of_another_schema(saved_id_model, other_schema_processor, tmp_path):
+@pytest.mark.parametrize("mode", ["id", "joint"])
+def test_predict_refuses_a_processor_of_another_schema(
+    mode, other_schema_processor, tmp_path, tiny_text_config, tiny_tokenizer
+):
+    from tests.test_pipeline import save_tiny_ctr_model
+
+    saved_id_model = save_tiny_ctr_model(tmp_path / "model", mode, tiny_text_config, tiny_tokenizer)
     from training import predict
 
     frame = pd.DataFrame(ml_rows(4)).drop(columns="label")

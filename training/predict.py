@@ -115,13 +115,16 @@ def load_ctr_model(model_dir: str, processor_dir: str | None = None):
     """(model in eval mode, row encoder) of a saved CTR model folder, Hub repo or `flip export-id` folder.
 
     The encoder is the `FlipProcessor` (from `processor_dir`, default `model_dir`), or for `ctr_mode="id"` a
-    `SchemaEncoder` over its schema (same field ids, no tokenizer)."""
+    `SchemaEncoder` over its schema (same field ids, no tokenizer). Its schema must match the model's fields and
+    vocabulary sizes (`check_compatible`: a `ValueError` naming the difference), else ids would index wrong rows."""
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
     source = processor_dir or model_dir
     if model.config.ctr_mode == "id":
-        return model, SchemaEncoder(load_schema(source))
+        encoder = SchemaEncoder(load_schema(source))
+        encoder.schema.check_compatible(model.config)
+        return model, encoder
     try:
-        return model, AutoProcessor.from_pretrained(source, trust_remote_code=True)
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(
             f"{source!r} holds no FlipProcessor ({type(error).__name__}: {error}). The model "
@@ -129,6 +132,8 @@ def load_ctr_model(model_dir: str, processor_dir: str | None = None):
             "(model + processor), or pass --processor DIR (a folder with processor_config.json, tokenizer and "
             "flip_schema.json, e.g. a `flip prepare` folder)"
         ) from error
+    processor.schema.check_compatible(model.config)
+    return model, processor
 
 
 def encode_frame(processor, frame: pd.DataFrame) -> Dataset:
