@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -19,11 +20,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.calibration import calibration_curve
-from sklearn.metrics import roc_auc_score, roc_curve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality
+
+from training.plots import draw_calibration, draw_roc
 
 LOSSES = ("icl_loss", "mlm_loss", "mtm_loss")
 ROC_ROWS = ("DCNv2", "FLIP_ID-DCNv2")
@@ -58,23 +59,26 @@ def plot_auc(suite: quality.Suite, path: Path) -> None:
     plt.close(fig)
 
 
-def pretraining_history(checkpoint_dir: Path) -> list[dict]:
-    """Training log entries of the last saved checkpoint's trainer_state.json (empty when none was saved)."""
+def pretraining_history(checkpoint_dir: Path) -> tuple[list[dict], int]:
+    """(training log entries, train batch size) of the last saved checkpoint's trainer_state.json ([] when none)."""
     states = sorted(checkpoint_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name[11:]))
     if not states:
-        return []
-    return [entry for entry in json.loads(states[-1].read_text())["log_history"] if "loss" in entry]
+        return [], 0
+    state = json.loads(states[-1].read_text())
+    return [entry for entry in state["log_history"] if "loss" in entry], state["train_batch_size"]
 
 
 def plot_pretraining_losses(suite: quality.Suite, path: Path) -> bool:
     """One panel per loss (ICL, MLM, MTM), one line per finished pretraining; False when there is none."""
     histories = {key: pretraining_history(Path(suite.output_dir, "pretrain", key)) for key in suite.pretrainings}
-    histories = {key: history for key, history in histories.items() if history}
+    histories = {key: history for key, history in histories.items() if history[0]}
     if not histories:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    batch_size = max(size for _, size in histories.values())
+    axes[0].axhline(math.log(batch_size), color="grey", ls="--", lw=1, label=f"chance = ln {batch_size}")
     for ax, loss in zip(axes, LOSSES):
-        for key, history in histories.items():
+        for key, (history, _) in histories.items():
             points = [(entry["step"], entry[loss]) for entry in history if loss in entry]
             if points:
                 ax.plot(*zip(*points), marker=".", label=key)
@@ -82,7 +86,8 @@ def plot_pretraining_losses(suite: quality.Suite, path: Path) -> bool:
         ax.set_xlabel("step (64 rows)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("training loss (logging window mean)")
-    axes[-1].legend(fontsize=8)
+    for ax in axes:
+        ax.legend(fontsize=8)
     fig.suptitle("FLIP pretraining losses (2-layer MiniLM + DCNv2, CPU budget)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -100,18 +105,10 @@ def plot_roc_calibration(suite: quality.Suite, path: Path, seed: int = 0) -> boo
         scores[name] = np.load(npz)
     fig, (roc_ax, cal_ax) = plt.subplots(1, 2, figsize=(10, 4.5))
     for name, data in scores.items():
-        fpr, tpr, _ = roc_curve(data["labels"], data["probs"])
-        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(data['labels'], data['probs']):.4f})")
-        observed, predicted = calibration_curve(data["labels"], data["probs"], n_bins=10, strategy="quantile")
-        cal_ax.plot(predicted, observed, marker="o", label=name)
-    roc_ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
-    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, test split, seed {seed}")
-    cal_ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="perfect")
-    cal_ax.set(
-        xlabel="mean predicted click probability",
-        ylabel="observed click rate",
-        title="calibration (10 quantile bins), test split",
-    )
+        draw_roc(roc_ax, data["labels"], data["probs"], name)
+        draw_calibration(cal_ax, data["labels"], data["probs"], name)
+    roc_ax.set_title(f"ROC, test split, seed {seed}")
+    cal_ax.set_title("calibration (10 quantile bins), test split")
     for ax in (roc_ax, cal_ax):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

@@ -67,3 +67,11 @@ def test_export_refuses_a_text_only_model(tiny_text_config, tiny_tokenizer, tmp_
     with pytest.raises(ValueError, match="--ctr_mode id"):
         export_flip_id(source, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_help_shows_a_usage_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert cli.EXAMPLE_LINE.search(capsys.readouterr().out)

@@ -14,8 +14,11 @@
 
 import importlib
 import inspect
+import io
 import re
 import sys
+from contextlib import redirect_stdout, suppress
+from typing import NoReturn
 
 COMMANDS = {
     "prepare": ("processing.prepare", "download/parse a dataset, fit the schema, tokenise and cache it"),
@@ -43,10 +46,21 @@ def examples(command: str) -> list[str]:
     return [line.strip() for line in __doc__.splitlines() if line.strip().startswith(f"flip {command} ")]
 
 
-def print_examples_after_help(module, command: str) -> None:
-    """`flip COMMAND --help` ends with usage examples when the command's own help shows none."""
-    if not EXAMPLE_LINE.search(module.__doc__ or ""):
+def run_command(command: str, args: list[str]) -> None:
+    """`COMMAND`'s module `main(ARGS, prog="flip COMMAND")`."""
+    command_main = importlib.import_module(COMMANDS[command][0]).main
+    accepts_prog = "prog" in inspect.signature(command_main).parameters
+    command_main(args, **({"prog": f"flip {command}"} if accepts_prog else {}))
+
+
+def show_help(command: str, args: list[str]) -> NoReturn:
+    """`flip COMMAND --help`: the command's own help, ending with usage examples when it shows none."""
+    with redirect_stdout(io.StringIO()) as text, suppress(SystemExit):
+        run_command(command, args)
+    print(text.getvalue(), end="")
+    if not EXAMPLE_LINE.search(text.getvalue()):
         print("\nexample:\n" + "\n".join(f"    {line}" for line in examples(command)))
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,14 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"flip: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    accepts_prog = "prog" in inspect.signature(module.main).parameters
-    try:
-        module.main(argv[1:], **({"prog": f"flip {argv[0]}"} if accepts_prog else {}))
-    except SystemExit as exit_info:
-        if exit_info.code == 0 and {"-h", "--help"} & set(argv[1:]):
-            print_examples_after_help(module, argv[0])
-        raise
+    if {"-h", "--help"} & set(argv[1:]):
+        show_help(argv[0], argv[1:])
+    run_command(argv[0], argv[1:])
     return 0
 
 
