@@ -156,3 +156,32 @@ def test_rank_auc_matches_sklearn():
     labels = rng.integers(0, 2, 200)
     scores = np.round(rng.normal(size=200) + labels, 1)  # with ties
     assert gpu_quality.auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+
+
+def test_trainer_groups_by_length_from_arrow_lengths(tmp_path):
+    """FlipTrainer's group_by_length sampler: lengths read column-wise, same batches as the Trainer's own."""
+    from datasets import Dataset
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from training.arguments import FlipPretrainingArguments
+    from training.trainer import FlipTrainer
+
+    rng = np.random.default_rng(0)
+    dataset = Dataset.from_dict({"input_ids": [[1] * int(n) for n in rng.integers(5, 60, 300)]})
+    dataset = dataset.select(range(0, 300, 2))  # an indices mapping: lengths must follow it
+    args = FlipPretrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        train_sampling_strategy="group_by_length",
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+    )
+    trainer = FlipTrainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=dataset)
+    sampler = trainer._get_train_sampler()
+    assert sampler.lengths == [len(row["input_ids"]) for row in dataset]
+    reference = LengthGroupedSampler(8, dataset=dataset)
+    torch.manual_seed(0)
+    ours = list(sampler)
+    torch.manual_seed(0)
+    assert ours == list(reference)
