@@ -71,3 +71,11 @@ def test_text_model_without_processor_says_what_to_do(tiny_ctr_dirs, tmp_path):
     source, _ = written_table(tmp_path, ".csv", rows=3)
     with pytest.raises(FileNotFoundError, match="--processor"):
         predict.main([tiny_ctr_dirs["joint"], source, "--processor", str(tmp_path)])
+
+
+def test_empty_input_writes_nothing(tiny_ctr_dirs, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    output = str(tmp_path / "out.parquet")
+    with pytest.raises(ValueError, match="holds no rows"):
+        predict.main([tiny_ctr_dirs["id"], str(tmp_path / "empty.jsonl"), "--output_file", output])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty.jsonl"]

@@ -169,6 +169,8 @@ def score_file(model, processor, input_file: str, output_file: str, chunk_size: 
             frame["ctr"] = score_frame(model, processor, frame, batch_size)
             writer.write(frame)
             bar.update(len(frame))
+        if not os.path.getsize(tmp_path):  # no chunk at all (a header-only CSV still gives its header)
+            raise ValueError(f"{input_file} holds no rows: nothing to score (no output written)")
     seconds = max(time.time() - start, 1e-9)
     print(f"scored {writer.rows} rows in {seconds:.1f} s ({writer.rows / seconds:,.0f} rows/s) -> {output_file}")
     return writer.rows
