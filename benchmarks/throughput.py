@@ -11,7 +11,7 @@ Sections (`--sections`, default all):
   autocast, fused AdamW, torch.compile), each differing from the FLIP row in that lever only. Contenders are run
   in interleaved rounds; medians and [min, max] over rounds; ratios are taken within each round.
 - `memory`: peak memory of the plain step and FLIP (CUDA: `torch.cuda.max_memory_allocated`; CPU: each contender
-  in a fresh subprocess, `resource.getrusage(RUSAGE_SELF).ru_maxrss`).
+  in a fresh subprocess, its `VmHWM` during the steps, reset after loading).
 - `preprocess`: processor rows/s through `datasets.map` (the library's `encode_splits`) over all of ML-100k and
   over a synthetic 1M-row ML-1M-sized table (CPU only; needs `datasets`).
 - `serving`: rows/s of FLIP_ID vs the bare backbone, and of FLIP joint vs PLM-only + ID-only run one after the other.
@@ -25,7 +25,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -145,20 +144,34 @@ def load_average() -> str:
 
 def interleaved_rates(
     runs: dict[str, Callable[[], int]], repeats: int, synchronize: Callable[[], None]
-) -> dict[str, list[float]]:
+) -> dict[str, dict[str, list[float]]]:
     """Call every run once per round, in rotating order, `repeats` rounds; each call returns the samples it
-    processed. Returns samples/s per round for each name (round r of every name comes from the same round)."""
-    rates: dict[str, list[float]] = {name: [] for name in runs}
+    processed. Returns, per name, samples per wall-clock second (`"wall"`) and per CPU second of this process, all
+    threads together (`"cpu"`: robust to other processes' load on a shared CPU; host time only on a GPU). Round r
+    of every name comes from the same round."""
+    rates: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in runs}
     names = list(runs)
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             synchronize()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             samples = runs[name]()
             synchronize()
-            rates[name].append(samples / (time.perf_counter() - start))
+            rates[name]["wall"].append(samples / (time.perf_counter() - start))
+            rates[name]["cpu"].append(samples / max(time.process_time() - cpu_start, 1e-9))
     return rates
+
+
+def compare(rates: dict[str, dict[str, list[float]]], references: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Summaries of every name's rates and of its per-round ratios to each reference (`{"plain": name, ...}`)."""
+    out = {}
+    for name, clocks in rates.items():
+        out[name] = {clock: summary(values) for clock, values in clocks.items()}
+        for label, reference in references.items():
+            for clock in clocks:
+                out[name][f"vs_{label}_{clock}"] = ratio_summary(clocks[clock], rates[reference][clock])
+    return out
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -333,15 +346,7 @@ def bench_pretraining(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         trainee.step(args.warmup)
     runs = {name: (lambda t=trainee: t.step(args.steps)) for name, trainee in trainees.items()}
     rates = interleaved_rates(runs, args.repeats, setup.synchronize)
-    plain = rates[variants[0].name]
-    return {
-        name: {
-            **summary(values),
-            "vs_plain": ratio_summary(values, plain),
-            "vs_flip": ratio_summary(values, rates["FLIP"]),
-        }
-        for name, values in rates.items()
-    }
+    return compare(rates, {"plain": variants[0].name, "flip": "FLIP"})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -399,15 +404,20 @@ def memory_probe(path: str) -> dict[str, float]:
     )
     variant = Variant(**probe["variant"])
     trainee = Trainee(setup, variant, build_pretraining_model(setup, variant), iter(probe["batches"]))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model_mib = _proc_status_mib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS: loading is excluded
     trainee.step(len(probe["batches"]))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "peak_mib": peak,
-        "before_steps_mib": before,
-        "step_mib": peak - before,
-        "method": "ru_maxrss of a fresh process (model + batches only)",
+        "peak_mib": _proc_status_mib("VmHWM"),
+        "model_mib": model_mib,
+        "method": "VmHWM of a fresh process during the steps (peak reset after loading)",
     }
+
+
+def _proc_status_mib(key: str) -> float:
+    """A `/proc/self/status` memory field in MiB (Linux; ru_maxrss would include the parent's RSS at fork)."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(key + ":"))
+    return int(line.split()[1]) / 1024
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -472,10 +482,8 @@ def bench_serving(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         {"FLIP joint": joint, "PLM-only + ID-only": separate}, args.repeats, setup.synchronize
     )
     return {
-        "id": {name: summary(v) for name, v in id_rates.items()},
-        "id_ratio": ratio_summary(id_rates["FLIP_ID"], id_rates["bare backbone"]),
-        "text": {name: summary(v) for name, v in text_rates.items()},
-        "text_ratio": ratio_summary(text_rates["FLIP joint"], text_rates["PLM-only + ID-only"]),
+        "id": compare(id_rates, {"bare": "bare backbone"}),
+        "text": compare(text_rates, {"separate": "PLM-only + ID-only"}),
         "id_batch_size": args.serving_id_batch_size,
         "text_batch_size": size,
     }
@@ -553,6 +561,9 @@ def length_distribution(data: BenchData) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+_COLUMNS = {clock: ((clock, 1), (f"vs_plain_{clock}", 2), (f"vs_flip_{clock}", 2)) for clock in ("wall", "cpu")}
+
+
 def _fmt(stats: dict[str, float], digits: int = 1) -> str:
     return f"{stats['median']:,.{digits}f} [{stats['min']:,.{digits}f}, {stats['max']:,.{digits}f}]"
 
@@ -581,30 +592,31 @@ def markdown(results: dict[str, Any]) -> str:
             ),
             "",
         ]
+    cpu = meta["device"] == "cpu"
     if "pretrain" in results:
-        lines += ["| pretraining step | samples/s | vs plain MLM | vs FLIP |", "|---|---|---|---|"]
+        header = "| pretraining step | samples/s | vs plain MLM | vs FLIP |"
+        if cpu:
+            header += " samples per CPU-s | vs plain (CPU time) | vs FLIP (CPU time) |"
+        lines += [header, "|" + "---|" * (header.count("|") - 1)]
         for name, stats in results["pretrain"].items():
-            lines.append(f"| {name} | {_fmt(stats)} | {_fmt(stats['vs_plain'], 2)}x | {_fmt(stats['vs_flip'], 2)}x |")
+            row = f"| {name} |" + "".join(f" {_fmt(stats[k], d)} |" for k, d in _COLUMNS["wall"])
+            if cpu:
+                row += "".join(f" {_fmt(stats[k], d)} |" for k, d in _COLUMNS["cpu"])
+            lines.append(row)
         lines.append("")
     if "memory" in results:
         lines += ["| peak memory | MiB | method |", "|---|---|---|"]
         for name, stats in results["memory"].items():
-            extra = f" (steps add {stats['step_mib']:.0f})" if "step_mib" in stats else ""
+            extra = f" (model alone {stats['model_mib']:,.0f})" if "model_mib" in stats else ""
             lines.append(f"| {name} | {stats['peak_mib']:,.0f}{extra} | {stats['method']} |")
         lines.append("")
     if "serving" in results:
         s = results["serving"]
-        lines += ["| serving | rows/s | ratio |", "|---|---|---|"]
-        lines.append(
-            f"| FLIP_ID (batch {s['id_batch_size']}) | {_fmt(s['id']['FLIP_ID'], 0)} | "
-            f"{_fmt(s['id_ratio'], 3)}x of bare |"
-        )
-        lines.append(f"| bare backbone (nn.Embedding + backbone) | {_fmt(s['id']['bare backbone'], 0)} | |")
-        lines.append(
-            f"| FLIP joint (batch {s['text_batch_size']}) | {_fmt(s['text']['FLIP joint'])} | "
-            f"{_fmt(s['text_ratio'], 2)}x of separate |"
-        )
-        lines.append(f"| PLM-only + ID-only, one after the other | {_fmt(s['text']['PLM-only + ID-only'])} | |")
+        lines += ["| serving | rows/s | ratio (wall) | ratio (CPU time) |", "|---|---|---|---|"]
+        for key, reference, batch in (("id", "bare", s["id_batch_size"]), ("text", "separate", s["text_batch_size"])):
+            for name, stats in s[key].items():
+                ratio = f"{_fmt(stats[f'vs_{reference}_wall'], 3)} | {_fmt(stats[f'vs_{reference}_cpu'], 3)}"
+                lines.append(f"| {name} (batch {batch}) | {_fmt(stats['wall'], 0)} | {ratio} |")
         lines.append("")
     if "preprocess" in results:
         lines += ["| preprocessing (datasets.map, batched, num_proc=1) | rows | s | rows/s |", "|---|---|---|---|"]
@@ -712,7 +724,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
         if name in sections:
             print(f"[throughput] {name} ...", file=sys.stderr, flush=True)
             results[name] = benches[name]()
-    results["meta"]["load_after"] = load_average()
+            results["meta"]["load_after"] = load_average()
+            if args.json:  # after every section: a long run that is cut off keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=2))
     return results
 
 
@@ -723,10 +737,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     results = run(args, argv)
     print_table(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
     if args.output:
-        key = f"{args.device}-{args.dtype}-{Path(args.text_model).name}-b{args.batch_size}"
+        sections = "" if args.sections == ",".join(SECTIONS) else "-" + args.sections.replace(",", "+")
+        key = f"{args.device}-{args.dtype}-{Path(args.text_model).name}-b{args.batch_size}{sections}"
         replace_section(args.output, markdown(results), key)
     return results
 
