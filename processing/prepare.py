@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from transformers import AutoTokenizer
 from .datasets import get_recipe
 from .processing_flip import FlipProcessor
 from .prompts import PromptTemplate
-from .schema import FIELD_OOV_ID
+from .schema import FIELD_OOV_ID, FieldSpec, TabularSchema
 from .text_models import resolve_text_model
 
 STATS_NAME = "prepare_stats.json"
@@ -75,6 +76,29 @@ def encode_splits(splits: DatasetDict, processor: FlipProcessor, num_proc: int |
             for name, split in splits.items()
         }
     )
+
+
+def with_buckets(schema: TabularSchema, num_buckets: Mapping[str, int]) -> TabularSchema:
+    """`schema` with `num_buckets[field]` hashing buckets on the named fields (validated: known field, n >= 1)."""
+    unknown = sorted(set(num_buckets) - set(schema.field_names))
+    if unknown:
+        raise ValueError(f"num_buckets names unknown fields {unknown}; the fields are {schema.field_names}")
+    schema.fields = [
+        FieldSpec(**{**spec.to_dict(), "num_buckets": num_buckets[spec.name]}) if spec.name in num_buckets else spec
+        for spec in schema.fields
+    ]
+    return schema
+
+
+def parse_buckets(items: list[str] | None) -> dict[str, int]:
+    """`["user_id=100000", "item=5000"]` -> `{"user_id": 100000, "item": 5000}`."""
+    buckets = {}
+    for item in items or []:
+        name, _, number = item.rpartition("=")
+        if not name or not number.isdigit():
+            raise ValueError(f"--num_buckets takes FIELD=N items (e.g. user_id=100000), got {item!r}")
+        buckets[name] = int(number)
+    return buckets
 
 
 def split_stats(split, field_names: list[str]) -> dict[str, Any]:
@@ -125,6 +149,7 @@ def prepare_dataset(
     cache_dir: str | None = None,
     overwrite: bool = False,
     prompt_template: PromptTemplate | None = None,
+    num_buckets: Mapping[str, int] | None = None,
     **recipe_kwargs: Any,
 ) -> dict[str, Any]:
     """Load a recipe's splits, fit the schema on train, encode every split and save data + processor to `output_dir`.
@@ -135,6 +160,8 @@ def prepare_dataset(
         num_proc: processes for `Dataset.map` (None = 1). One process already uses every core in the Rust
             tokenizer (the bulk of the work) and was faster than 2 processes on a 2-core machine; raise it for
             large tables on many cores.
+        num_buckets: `{field: n}` hashes these fields into n buckets (overrides the recipe / schema file), so a
+            field with millions of distinct values gets a bounded embedding table (see `FieldSpec`).
         recipe_kwargs: passed to the recipe (e.g. `raw_path=` for bookcrossing/goodreads).
 
     Returns:
@@ -149,7 +176,8 @@ def prepare_dataset(
             f"{recipe.name}: the {empty} split(s) are empty {sizes}; training and evaluation need rows in every "
             "split of the 80/10/10 time split (give the table at least 10 rows)"
         )
-    schema = recipe.schema().fit(splits["train"].select_columns(recipe.field_names).to_pandas())
+    schema = with_buckets(recipe.schema(), num_buckets or {})
+    schema.fit(splits["train"].select_columns(recipe.field_names).to_pandas())
     tokenizer = AutoTokenizer.from_pretrained(resolve_text_model(text_model))
     processor = FlipProcessor(tokenizer, schema, prompt_template or PromptTemplate(), max_length=max_length)
     start = time.perf_counter()
@@ -204,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--raw_path", "--raw-path", default=None, help="local raw archive or folder (bookcrossing, goodreads, ...)"
     )
     parser.add_argument("--subset", default=None, help="goodreads genre subset, e.g. poetry")
+    parser.add_argument(
+        "--num_buckets",
+        "--num-buckets",
+        nargs="+",
+        metavar="FIELD=N",
+        help="hash these fields into N buckets (bounded embedding tables for fields with millions of values)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     return parser
 
@@ -221,6 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         batch_size=args.batch_size,
         cache_dir=args.cache_dir,
         overwrite=args.overwrite,
+        num_buckets=parse_buckets(args.num_buckets),
         **recipe_kwargs,
     )
     print(format_stats(stats))

@@ -115,15 +115,19 @@ class FieldSpec:
         return NUM_RESERVED_IDS + (self.num_buckets if self.num_buckets else len(self.vocab))
 
     def fit(self, values: Iterable[Any]) -> FieldSpec:
-        """Count train values; keeps `vocab`/`counts` ordered by (-count, value). Missing values are not counted."""
-        counter = Counter(normalize_values(values, self.name))
-        counter.pop("", None)
+        """Count train values; keeps `vocab`/`counts` ordered by (-count, value). Missing values are not counted.
+
+        With `num_buckets` only the bucket counts are kept, computed without a table of distinct values, so memory
+        stays O(rows + num_buckets) however many distinct values the field has.
+        """
         if self.num_buckets:
-            buckets = np.zeros(self.num_buckets, dtype=np.int64)
-            for value, count in counter.items():
-                buckets[stable_hash(value) % self.num_buckets] += count
-            self.vocab, self.counts = [], buckets.tolist()
+            ids = self.encode(values)
+            self.vocab = []
+            self.counts = np.bincount(ids[ids >= NUM_RESERVED_IDS] - NUM_RESERVED_IDS, minlength=self.num_buckets)
+            self.counts = self.counts.tolist()
         else:
+            counter = Counter(normalize_values(values, self.name))
+            counter.pop("", None)
             kept = sorted((item for item in counter.items() if item[1] >= self.min_count), key=lambda x: (-x[1], x[0]))
             self.vocab, self.counts = [v for v, _ in kept], [c for _, c in kept]
         self._index = None

@@ -21,6 +21,19 @@ from processing.schema import FIELD_OOV_ID, TabularSchema
 from tests._data_fixtures import ML_FIELDS, ml_rows, ml_schema
 from training.predict import iter_chunks
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: the tiny models gain nothing from more, and on a shared 2-core machine two spinning
+    threads made a 3-step run 40x slower (9 s instead of 0.2 s)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 1. bad inputs: the processor
 # ---------------------------------------------------------------------------------------------------------------
@@ -426,3 +439,220 @@ def test_schema_file_round_trip_keeps_check_compatible_exact(tmp_path):
     loaded.check_compatible({"field_names": schema.field_names, "field_vocab_sizes": schema.field_vocab_sizes})
     assert json.loads((tmp_path / "s.json").read_text())["fields"][0]["num_buckets"] == 1000
     assert loaded.field_vocab_sizes[0] == 1002
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. crash safety: training killed mid-way and resumed == uninterrupted; caches / outputs never half-written
+# ---------------------------------------------------------------------------------------------------------------
+
+from tests.test_training import CONFIGS, common_args, table  # noqa: E402, F401 (module-scoped fixtures)
+
+# 8 steps of FLIP_ID with the default (linear) schedule, a checkpoint every 3 steps, no evaluation in between
+BUDGET = ["--ctr_mode", "id", "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "3"]
+BUDGET += ["--load_best_model_at_end", "false", "--early_stopping_patience", "0", "--max_steps", "8"]
+KILL_SCRIPT = """
+import os, signal, sys
+from transformers import Trainer
+from training import finetune
+
+save = Trainer._save_optimizer_and_scheduler
+def save_then_die(self, output_dir):  # SIGKILL inside the save of checkpoint-6: weights written, optimizer not
+    if self.state.global_step == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save(self, output_dir)
+Trainer._save_optimizer_and_scheduler = save_then_die
+finetune.main(sys.argv[1:])
+"""
+
+
+def _finetune(output_dir, data_args, *extra) -> dict:
+    from training import finetune
+
+    argv = [str(CONFIGS / "finetune_tiny.yaml"), *data_args, *BUDGET, "--output_dir", str(output_dir), *extra]
+    return finetune.main(argv)
+
+
+def _weights(folder) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _metrics(results: dict) -> dict:
+    return {key: value for key, value in results["test"].items() if not key.endswith(("runtime", "_per_second"))}
+
+
+def _assert_same_run(first: dict, second: dict, first_dir, second_dir) -> None:
+    """Bit-identical test metrics (AUC, LogLoss, loss) and final weights."""
+    import torch
+
+    assert _metrics(first) == _metrics(second) and {"test_auc", "test_logloss"} <= set(_metrics(first))
+    a, b = _weights(first_dir), _weights(second_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+@pytest.fixture(scope="module")
+def data_args(request) -> list[str]:
+    """`--dataset TABLE --text_model TINY --data_dir PREPARED` of tests/test_training.py (prepared once here)."""
+    return request.getfixturevalue("common_args")
+
+
+@pytest.fixture(scope="module")
+def straight_run(data_args, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("straight")
+    return output_dir, _finetune(output_dir, data_args)
+
+
+def test_crash_at_a_random_step_then_resume_equals_an_uninterrupted_run(straight_run, data_args, tmp_path):
+    """A callback raising at step 5 (after checkpoint-3) kills the run; --resume_from_checkpoint true replays
+    steps 4..8 from checkpoint-3 (model, optimizer, linear schedule, RNG, data order) to the same weights."""
+    from transformers import TrainerCallback
+
+    from training import finetune
+
+    class CrashAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise RuntimeError("simulated crash at step 5")
+
+    original = finetune.training_callbacks
+    finetune.training_callbacks = lambda args: [*original(args), CrashAt()]
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            _finetune(tmp_path, data_args)
+    finally:
+        finetune.training_callbacks = original
+    assert sorted(p.name for p in tmp_path.iterdir() if "checkpoint" in p.name) == ["checkpoint-3"]
+    assert not (tmp_path / "model.safetensors").exists()  # no final model from a crashed run
+    resumed = _finetune(tmp_path, data_args, "--resume_from_checkpoint", "true")
+    _assert_same_run(straight_run[1], resumed, straight_run[0], tmp_path)
+
+
+@pytest.mark.slow  # ~30 s: a fresh interpreter (the in-process crash above covers resume in the default suite)
+def test_sigkill_during_a_checkpoint_save_then_resume_equals_an_uninterrupted_run(straight_run, data_args, tmp_path):
+    """A real SIGKILL of the training process in the middle of writing checkpoint-6 leaves only the temporary
+    folder; resuming ignores it, continues from checkpoint-3 and ends with the uninterrupted run's weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    argv = [str(CONFIGS / "finetune_tiny.yaml"), *data_args, *BUDGET, "--output_dir", str(tmp_path)]
+    env = dict(os.environ, PYTHONPATH=str(CONFIGS.parents[1]), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-c", KILL_SCRIPT, *argv]
+    killed = subprocess.run(command, env=env, capture_output=True, timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    names = sorted(p.name for p in tmp_path.iterdir() if "checkpoint" in p.name)
+    assert names == ["checkpoint-3", "tmp-checkpoint-6"]
+    assert (tmp_path / "tmp-checkpoint-6" / "checkpoint-6" / "model.safetensors").exists()  # half-written save
+    resumed = _finetune(tmp_path, data_args, "--resume_from_checkpoint", "true")
+    _assert_same_run(straight_run[1], resumed, straight_run[0], tmp_path)
+    assert not (tmp_path / "tmp-checkpoint-6").exists() or (tmp_path / "checkpoint-6").exists()
+
+
+@pytest.mark.parametrize("failure", [OSError("connection reset"), KeyboardInterrupt()], ids=["error", "ctrl-c"])
+def test_download_failing_mid_write_leaves_nothing_and_heals(tmp_path, failure):
+    from processing.datasets import DownloadError, cached_fetch
+
+    def half_then_fail(target):
+        target.write_bytes(b"x" * 100)
+        raise failure
+
+    with pytest.raises(type(failure)):
+        cached_fetch("data.bin", half_then_fail, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no final file, no .part, no checksum sidecar
+    # a SIGKILLed fetch leaves its .part file (no `finally` runs) and maybe the sidecar: both are ignored
+    (tmp_path / ".data.bin.abc123.part").write_bytes(b"x" * 100)
+    (tmp_path / "data.bin.sha256").write_text("0" * 64)
+    path = cached_fetch("data.bin", lambda target: target.write_bytes(b"payload"), cache_dir=tmp_path)
+    assert path.read_bytes() == b"payload"
+    with pytest.raises(DownloadError, match="verification"):  # a wrong payload is never installed either
+        cached_fetch("other.bin", lambda target: target.write_bytes(b"bad"), sha256="0" * 64, cache_dir=tmp_path)
+    assert not (tmp_path / "other.bin").exists()
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
+def test_prepare_failing_mid_write_leaves_no_partial_output(tmp_path, tiny_encoder_dir, monkeypatch, existing):
+    """`flip prepare` writes into a temporary sibling folder: a failure after the data was written leaves neither
+    a half-written output nor temporary folders, and an existing output stays as it was."""
+    path = _write(tmp_path, _table(40))
+    out = tmp_path / "prepared"
+    if existing:
+        prepare_dataset(path, out, text_model=tiny_encoder_dir, max_length=32)
+    before = sorted(p.name for p in out.rglob("*")) if existing else None
+
+    def fail(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(FlipProcessor, "save_pretrained", fail)
+    with pytest.raises(OSError, match="disk full"):
+        prepare_dataset(path, out, text_model=tiny_encoder_dir, max_length=32, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert (sorted(p.name for p in out.rglob("*")) if existing else out.exists()) == (before if existing else False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. determinism: same seed, same CPU -> bit-identical metrics and weights
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_finetuning_is_bit_identical_across_runs(straight_run, data_args, tmp_path):
+    _assert_same_run(straight_run[1], _finetune(tmp_path, data_args), straight_run[0], tmp_path)
+
+
+def _pretraining_steps(tiny_tokenizer, tiny_text_config, seed: int, steps: int = 3) -> list[float]:
+    """`steps` AdamW steps of a tiny FlipForPretraining on processor + collator batches (random masking seeded)."""
+    import torch
+    from transformers import set_seed
+
+    from modeling_flip import FlipConfig, FlipForPretraining
+    from processing.collators import DataCollatorForFlipPretraining
+    from tests.test_modeling_flip import FlipModelTester
+
+    set_seed(seed)
+    schema = ml_schema()
+    kwargs = FlipModelTester(tiny_text_config).config_kwargs(
+        field_names=schema.field_names, field_vocab_sizes=schema.field_vocab_sizes
+    )
+    model = FlipForPretraining(FlipConfig(text_config=tiny_text_config.to_dict(), **kwargs))
+    model.set_feature_frequencies(schema.feature_counts())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    processor = FlipProcessor(tiny_tokenizer, schema, PromptTemplate(), max_length=64)
+    collator = DataCollatorForFlipPretraining(tiny_tokenizer, mlm_field_ratio=0.3, mtm_field_ratio=0.3, seed=seed)
+    encoded = processor(ml_rows(24))
+    rows = [dict(zip(encoded.keys(), values)) for values in zip(*encoded.values())]
+    losses = []
+    for step in range(steps):
+        batch = collator(rows[step * 8 : step * 8 + 8])
+        batch.pop("labels", None)
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses + [p.detach().sum().item() for p in model.parameters()]
+
+
+def test_pretraining_steps_are_bit_identical_across_runs(tiny_tokenizer, tiny_text_config):
+    """Cheap version of the next test: the same seed gives the same masks, losses and parameters, bit for bit."""
+    first = _pretraining_steps(tiny_tokenizer, tiny_text_config, seed=0)
+    assert first == _pretraining_steps(tiny_tokenizer, tiny_text_config, seed=0)
+    assert first != _pretraining_steps(tiny_tokenizer, tiny_text_config, seed=1)  # the seed matters
+
+
+@pytest.mark.slow  # two full `training.pretrain` runs (~25 s on a busy 2-core CPU)
+def test_pretraining_script_is_bit_identical_across_runs(data_args, tmp_path):
+    import torch
+
+    from training import pretrain
+
+    def run(folder):
+        argv = [str(CONFIGS / "pretrain_tiny.yaml"), *data_args, "--output_dir", str(folder), "--max_steps", "4"]
+        argv += ["--eval_strategy", "steps", "--eval_steps", "4", "--save_strategy", "no"]
+        results = pretrain.main([*argv, "--load_best_model_at_end", "false"])
+        return {k: v for k, v in results["validation"].items() if not k.endswith(("runtime", "_per_second"))}
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert first == second and first["eval_loss"] > 0
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[name], b[name]) for name in a)
