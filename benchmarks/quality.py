@@ -226,7 +226,8 @@ def run_pretraining(suite: Suite, spec: Pretraining, data: str) -> str:
     argv += ["--output_dir", out, "--seed", str(spec.seed), *suite.common_args, *spec.args]
     hw = hardware()
     results = pretrain.main(argv)
-    write_json(os.path.join(out, "quality_pretraining.json"), {"key": spec.key, "hardware": hw, **results})
+    record = {"key": spec.key, **results, "hardware": hw, "library_hardware": results.get("hardware")}
+    write_json(os.path.join(out, "quality_pretraining.json"), record)
     return out
 
 
@@ -281,6 +282,7 @@ def run_cell(suite: Suite, row: Row, seed: int, data: str) -> dict:
         "row_spec": asdict(row),
         "argv": ["python", "-m", "training.finetune", *argv],
         "hardware": hw,
+        "git_commit": git_commit(),
         "test_auc": results["test"]["test_auc"],
         "test_logloss": results["test"]["test_logloss"],
         "validation_auc": results["validation"].get("eval_auc"),
@@ -292,6 +294,18 @@ def run_cell(suite: Suite, row: Row, seed: int, data: str) -> dict:
     }
     write_json(cell_path(suite, row, seed), record)
     return record
+
+
+def git_commit() -> str | None:
+    """HEAD of the repository (library files change while the benchmark runs: each cell says which code ran)."""
+    import subprocess
+
+    try:
+        command = ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]
+        out = subprocess.run(command, check=False, capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
 
 
 def pretraining_record(init_from: str | None) -> dict | None:
