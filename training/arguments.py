@@ -82,6 +82,14 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
     num_proc: int | None = field(default=None, metadata={"help": "Processes for `Dataset.map` when preparing."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the train split as a streaming IterableDataset (shuffled through a buffer, never loaded "
+            "whole); needs --max_steps."
+        },
+    )
+    shuffle_buffer_size: int = field(default=10_000, metadata={"help": "Rows in the --streaming shuffle buffer."})
 
 
 @dataclass

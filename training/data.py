@@ -58,8 +58,14 @@ def load_processor(path: str) -> FlipProcessor:
     return processor
 
 
-def load_data(model_args: ModelArguments, data_args: DataArguments) -> tuple[DatasetDict, FlipProcessor, str]:
-    """(encoded train/validation/test splits, bounded by `max_*_samples`; the processor; the PLM's local path)."""
+def load_data(
+    model_args: ModelArguments, data_args: DataArguments, seed: int = 0
+) -> tuple[DatasetDict, FlipProcessor, str]:
+    """(encoded train/validation/test splits, bounded by `max_*_samples`; the processor; the PLM's local path).
+
+    With `data_args.streaming` the train split is a `datasets.IterableDataset` read in shards from the prepared
+    Arrow files and shuffled through a `shuffle_buffer_size` buffer (`seed`): memory holds the buffer, not the split.
+    """
     folder = prepared_dir(model_args, data_args)
     data = load_from_disk(folder)
     limits = {
@@ -70,4 +76,8 @@ def load_data(model_args: ModelArguments, data_args: DataArguments) -> tuple[Dat
     for split, limit in limits.items():
         if limit is not None and split in data:
             data[split] = data[split].select(range(min(limit, len(data[split]))))
+    if data_args.streaming:
+        shards = max(1, min(64, len(data["train"]) // 1000))
+        stream = data["train"].to_iterable_dataset(num_shards=shards)
+        data["train"] = stream.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
     return data, load_processor(folder), resolve_text_model(model_args.text_model)

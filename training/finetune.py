@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
     model_args, data_args, lora_args, args = parse_args(make_parser(ARGUMENT_CLASSES, prog, __doc__), argv)
     args.label_names = ["labels"]
     set_seed(args.seed)
-    data, processor, text_model_path = load_data(model_args, data_args)
+    if data_args.streaming and args.max_steps <= 0:
+        raise ValueError("--streaming reads the train split as a stream of unknown length: set --max_steps")
+    data, processor, text_model_path = load_data(model_args, data_args, seed=args.seed)
     model = build_model(FlipForCTR, model_args, processor.schema, text_model_path)
     mode = model.config.ctr_mode
     if lora_args.use_lora:

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain
     model_args, data_args, lora_args, args = parse_args(make_parser(ARGUMENT_CLASSES, prog, __doc__), argv)
     args.label_names = []  # label-free: the model computes its losses with return_loss=True
     set_seed(args.seed)
-    data, processor, text_model_path = load_data(model_args, data_args)
+    if data_args.streaming and args.max_steps <= 0:
+        raise ValueError("--streaming reads the train split as a stream of unknown length: set --max_steps")
+    data, processor, text_model_path = load_data(model_args, data_args, seed=args.seed)
     model = build_model(FlipForPretraining, model_args, processor.schema, text_model_path)
     model.set_feature_frequencies(processor.schema.feature_counts())
     if lora_args.use_lora:
