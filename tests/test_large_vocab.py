@@ -74,11 +74,11 @@ def train_steps(schema: TabularSchema, field_ids: np.ndarray, labels: np.ndarray
 
 
 def test_million_value_field_trains_with_a_bucket_bounded_table(tiny_text_config, record_property):
-    table = big_table()
+    rows = big_table()
     schema = hashed_schema()
     tracemalloc.start()
-    schema.fit(table)
-    field_ids = schema.encode(table)
+    schema.fit(rows)
+    field_ids = schema.encode(rows)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     record_property("fit_encode_peak_mib", round(peak / 2**20, 1))
@@ -89,7 +89,7 @@ def test_million_value_field_trains_with_a_bucket_bounded_table(tiny_text_config
     assert len(np.unique(field_ids[:, 0])) > 0.99 * BUCKETS  # CRC32 spreads the ids over the buckets
     # no table of the 10^6 distinct strings survives or is built (a Counter alone would take ~100 MiB)
     assert peak < 160 * 2**20
-    model, losses = train_steps(schema, field_ids, np.asarray(table["label"]), tiny_text_config)
+    model, losses = train_steps(schema, field_ids, np.asarray(rows["label"]), tiny_text_config)
     embeddings = model.flip.tabular_model.embeddings.weight
     assert embeddings.shape[0] == sum(schema.field_vocab_sizes) == BUCKETS + 2 + 7  # not 10^6 + 9 rows
     assert all(np.isfinite(losses)) and embeddings.grad is None
@@ -131,6 +131,21 @@ def test_prepare_num_buckets_override_and_cli_parsing(tmp_path, tiny_encoder_dir
             parse_buckets(bad)
     with pytest.raises(ValueError, match=r"unknown fields \['usr'\]; the fields are \['user'\]"):
         prepare_dataset(str(schema_file), tmp_path / "o2", text_model=tiny_encoder_dir, num_buckets={"usr": 8})
+
+
+def test_finetune_num_buckets_argument(tmp_path, request):
+    """`--num_buckets user_id=8` hashes the field when the script prepares the data (own prepared folder)."""
+    from tests.test_training import CONFIGS
+    from training import finetune
+
+    data_args = request.getfixturevalue("common_args")  # tests/test_training.py: tiny table + tiny encoder
+    argv = [str(CONFIGS / "finetune_tiny.yaml"), *data_args, "--ctr_mode", "id", "--max_steps", "2"]
+    argv += ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]
+    finetune.main([*argv, "--output_dir", str(tmp_path), "--num_buckets", "user_id=8"])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["field_names"][0] == "user_id" and config["field_vocab_sizes"][0] == 8 + 2
+    prepared = Path(data_args[data_args.index("--data_dir") + 1])
+    assert [p.name for p in prepared.iterdir() if p.name.endswith("-user_id8")]
 
 
 RSS_SCRIPT = """
@@ -180,3 +195,6 @@ def test_peak_rss_hashed_vs_full_vocabulary(record_property):
     hashed, full = results["hashed"], results["full"]
     assert hashed["vocab_sizes"] == [BUCKETS + 2, 7] and full["vocab_sizes"] == [DISTINCT + 2, 7]
     assert hashed["after_train"] - hashed["after_table"] < full["after_train"] - full["after_table"] - 100
+
+
+from tests.test_training import common_args, table  # noqa: E402, F401 (fixtures of the script-level test)

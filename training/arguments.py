@@ -82,6 +82,13 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
     num_proc: int | None = field(default=None, metadata={"help": "Processes for `Dataset.map` when preparing."})
+    num_buckets: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "FIELD=N ...: hash these fields into N buckets when preparing the data (bounded embedding tables "
+            "for fields with millions of values); the prepared folder name records them."
+        },
+    )
     streaming: bool = field(
         default=False,
         metadata={

@@ -9,7 +9,7 @@ from accelerate import PartialState
 from datasets import DatasetDict, load_from_disk
 
 from processing import FlipProcessor
-from processing.prepare import STATS_NAME, prepare_dataset
+from processing.prepare import STATS_NAME, parse_buckets, prepare_dataset
 from processing.text_models import resolve_text_model
 
 from .arguments import DataArguments, ModelArguments
@@ -31,11 +31,18 @@ def dataset_name(data_args: DataArguments) -> str:
 def prepared_dir(model_args: ModelArguments, data_args: DataArguments) -> str:
     """The prepared folder of `data_args.dataset`, preparing it first (main process only) when it is missing:
     `<data_dir or data>/<dataset>-<text model>-L<max_length>`."""
+    buckets = parse_buckets(data_args.num_buckets)
     if is_prepared_dir(data_args.dataset):
+        if buckets:
+            raise ValueError(
+                f"--num_buckets applies when preparing a dataset; {data_args.dataset} is already prepared: pass the "
+                "recipe name or table schema file instead (or run `flip prepare --num_buckets ...`)"
+            )
         return data_args.dataset
     text_key = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model_args.text_model.rstrip("/")).name)
+    bucket_key = "".join(f"-{re.sub(r'[^A-Za-z0-9_.]+', '_', name)}{n}" for name, n in sorted(buckets.items()))
     folder = os.path.join(
-        data_args.data_dir or "data", f"{dataset_name(data_args)}-{text_key}-L{data_args.max_length}"
+        data_args.data_dir or "data", f"{dataset_name(data_args)}-{text_key}-L{data_args.max_length}{bucket_key}"
     )
     with PartialState().main_process_first():
         if not is_prepared_dir(folder):
@@ -46,6 +53,7 @@ def prepared_dir(model_args: ModelArguments, data_args: DataArguments) -> str:
                 max_length=data_args.max_length,
                 num_proc=data_args.num_proc,
                 overwrite=True,
+                num_buckets=buckets,
             )
     return folder
 
