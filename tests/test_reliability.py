@@ -408,6 +408,19 @@ def test_predict_refuses_a_processor_of_another_schema(
     assert not (tmp_path / "out.csv").exists()
 
 
+@pytest.mark.parametrize("how", ["processor", "schema"])
+def test_pipeline_refuses_a_processor_or_schema_of_another_dataset(saved_id_model, other_schema_processor, how):
+    from transformers import AutoModelForSequenceClassification
+
+    from training.pipeline import CtrPredictionPipeline
+
+    model = AutoModelForSequenceClassification.from_pretrained(saved_id_model, trust_remote_code=True)
+    other = FlipProcessor.from_pretrained(other_schema_processor)
+    kwargs = {"processor": other} if how == "processor" else {"schema": other.schema}
+    with pytest.raises(ValueError, match=r"field_vocab_sizes: model has .*\(7, 8, 66\)"):
+        CtrPredictionPipeline(model=model, **kwargs)
+
+
 def test_evaluate_refuses_a_prepared_folder_of_another_schema(saved_id_model, tmp_path, tiny_encoder_dir):
     from training import evaluate
 

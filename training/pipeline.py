@@ -73,6 +73,7 @@ class CtrPredictionPipeline(Pipeline):
                 f"no flip_schema.json next to {self.model.name_or_path!r}: pass schema=TabularSchema.load(PATH) or "
                 "processor=FlipProcessor.from_pretrained(DIR)"
             )
+        schema.check_compatible(self.model.config)  # a processor/schema of other data would index wrong rows
         # ID models only need field ids: the schema encodes them without tokenising the prompt
         self.encoder = self.processor if self.include_text else SchemaEncoder(schema)
         self.collator = DataCollatorForCTR(self.encoder.tokenizer, include_text=self.include_text)
