@@ -32,7 +32,10 @@ ROC_ROWS = ("DCNv2", "FLIP_ID-DCNv2")
 
 def plot_auc(suite: quality.Suite, path: Path) -> None:
     """Test AUC per finished row: mean +- std (error bar) and the individual seeds."""
-    cells = quality.load_cells(suite)
+    cells = {  # full-test-split metrics, as in the quality table
+        name: [{**record, **quality.full_test_metrics(suite, record)} for record in records]
+        for name, records in quality.load_cells(suite).items()
+    }
     names = list(cells)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 2), 4.5))
     for i, name in enumerate(names):
@@ -52,7 +55,7 @@ def plot_auc(suite: quality.Suite, path: Path) -> None:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
     ax.set_ylabel("test AUC")
-    ax.set_title("movielens-100k test AUC (mean ± std over seeds; dots = seeds)", fontsize=10)
+    ax.set_title("movielens-100k test AUC, 10,000 test rows (mean ± std over seeds; dots = seeds)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)

@@ -387,7 +387,7 @@ def summarize(records: list[dict]) -> dict:
         "logloss": stats("test_logloss"),
         "val_auc": stats("validation_auc")[0],
         "seeds": len(records),
-        "test_rows": sorted({record["test_rows"] for record in records}, key=str),
+        "test_rows": sorted({record.get("test_rows") for record in records}, key=str),
         "wall_time_s": float(np.mean([record["wall_time_s"] for record in records])),
         "pretrain_wall_time_s": pre["wall_time_s"] if pre else None,
         "hardware": records[0]["hardware"],
