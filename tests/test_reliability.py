@@ -541,7 +541,6 @@ def test_crash_at_a_random_step_then_resume_equals_an_uninterrupted_run(straight
     _assert_same_run(straight_run[1], resumed, straight_run[0], tmp_path)
 
 
-@pytest.mark.slow  # ~30 s: a fresh interpreter (the in-process crash above covers resume in the default suite)
 def test_sigkill_during_a_checkpoint_save_then_resume_equals_an_uninterrupted_run(straight_run, data_args, tmp_path):
     """A real SIGKILL of the training process in the middle of writing checkpoint-6 leaves only the temporary
     folder; resuming ignores it, continues from checkpoint-3 and ends with the uninterrupted run's weights."""
@@ -653,7 +652,6 @@ def test_pretraining_steps_are_bit_identical_across_runs(tiny_tokenizer, tiny_te
     assert first != _pretraining_steps(tiny_tokenizer, tiny_text_config, seed=1)  # the seed matters
 
 
-@pytest.mark.slow  # two full `training.pretrain` runs (~25 s on a busy 2-core CPU)
 def test_pretraining_script_is_bit_identical_across_runs(data_args, tmp_path):
     import torch
 
