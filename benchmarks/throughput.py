@@ -272,7 +272,11 @@ def batch_indices(data: BenchData, batch_size: int, steps: int, grouped: bool, s
         order = get_length_grouped_indices(data.lengths().tolist(), batch_size, generator=generator)
     else:
         order = torch.randperm(len(data.splits["train"]), generator=generator).tolist()
-    return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+    # a random sample of the epoch's batches: grouped epochs start with their longest batches (the sampler puts
+    # the longest first and sorts each mega-batch), so the first few would not be representative
+    picks = torch.randperm(len(batches), generator=generator)[:steps].tolist()
+    return [batches[i] for i in picks]
 
 
 def collate_pretraining(setup: Setup, variant: Variant, indices: list[list[int]], pad_length: int) -> list[dict]:
@@ -340,6 +344,9 @@ def build_trainee(setup: Setup, variant: Variant, batch_size: int, num_batches: 
 def bench_pretraining(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
     """samples/s per variant (interleaved rounds), ratios to the plain padded step, and the mean padded width."""
     variants = pretraining_variants(setup, args.compile)
+    if args.variants:  # the plain reference and the FLIP row always run: ratios are taken against them
+        wanted = {variants[0].name, "FLIP", *args.variants.split(",")}
+        variants = [v for v in variants if v.name in wanted]
     num_batches = args.steps * (args.repeats + 1)
     trainees = {v.name: build_trainee(setup, v, args.batch_size, num_batches, args.pad_length) for v in variants}
     for trainee in trainees.values():  # warm-up: allocator, optimizer states, compilation
@@ -387,6 +394,7 @@ def cpu_peak_subprocess(setup: Setup, variant: Variant, args: argparse.Namespace
         "text_model_path": setup.text_model_path,
         "flip_kwargs": setup.flip_kwargs,
         "feature_counts": setup.feature_counts,
+        "threads": torch.get_num_threads(),
     }
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "probe.pt")
@@ -399,6 +407,7 @@ def cpu_peak_subprocess(setup: Setup, variant: Variant, args: argparse.Namespace
 def memory_probe(path: str) -> dict[str, float]:
     """In this (fresh) process: ru_maxrss after building the model and after the steps (MiB)."""
     probe = torch.load(path, weights_only=False)
+    torch.set_num_threads(probe["threads"])
     setup = Setup(
         torch.device("cpu"), None, None, probe["text_model_path"], probe["flip_kwargs"], probe["feature_counts"]
     )
@@ -519,7 +528,6 @@ def _serve(setup: Setup, model: nn.Module, batches: list, field_only: bool = Fal
 def bench_preprocessing(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
     """Processor rows/s through `processing.prepare.encode_splits` (datasets.map, batched, library num_proc)."""
     import datasets
-    import pandas as pd
 
     from processing.datasets import load_ctr_dataset
     from processing.prepare import encode_splits
@@ -536,11 +544,15 @@ def bench_preprocessing(setup: Setup, args: argparse.Namespace) -> dict[str, Any
     tables = {"ML-100k (all splits)": full, f"synthetic {len(big):,} rows": datasets.Dataset.from_pandas(big)}
     results = {}
     for name, table in tables.items():
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         encode_splits(datasets.DatasetDict({"train": table}), processor, None, 1000)
-        seconds = time.perf_counter() - start
-        results[name] = {"rows": len(table), "seconds": seconds, "rows_per_s": len(table) / seconds}
-    del pd
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        results[name] = {
+            "rows": len(table),
+            "seconds": seconds,
+            "rows_per_s": len(table) / seconds,
+            "rows_per_cpu_s": len(table) / cpu_seconds,
+        }
     return results
 
 
@@ -574,7 +586,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"### {meta['device'].upper()} {meta['dtype']}, {meta['text_model']}, batch {meta['batch_size']}",
         "",
-        f"- date: {meta['date']}; hardware: {meta['hardware']}",
+        f"- date: {meta['date']}; hardware: {meta['hardware']}; torch threads: {meta.get('threads', '?')}",
         f"- load average (1/5/15 min) before / after: {meta['load_before']} / {meta['load_after']}",
         f"- command: `{meta['command']}`",
         (
@@ -619,9 +631,13 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {name} (batch {batch}) | {_fmt(stats['wall'], 0)} | {ratio} |")
         lines.append("")
     if "preprocess" in results:
-        lines += ["| preprocessing (datasets.map, batched, num_proc=1) | rows | s | rows/s |", "|---|---|---|---|"]
+        lines += ["| preprocessing (datasets.map, batched, num_proc=1) | rows | s | rows/s | rows per CPU-s |"]
+        lines.append("|---|---|---|---|---|")
         for name, stats in results["preprocess"].items():
-            lines.append(f"| {name} | {stats['rows']:,} | {stats['seconds']:.1f} | {stats['rows_per_s']:,.0f} |")
+            per_cpu = f"{stats['rows_per_cpu_s']:,.0f}" if "rows_per_cpu_s" in stats else "-"
+            lines.append(
+                f"| {name} | {stats['rows']:,} | {stats['seconds']:.1f} | {stats['rows_per_s']:,.0f} | {per_cpu} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -665,12 +681,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--pad_length", type=int, default=100, help="max_length of the plain padded pipeline")
+    parser.add_argument("--variants", default=None, help="comma list of pretraining variant names (default: all)")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile(text encoder) lever")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
     parser.add_argument("--serving_id_batch_size", type=int, default=4096)
     parser.add_argument("--serving_text_batch_size", type=int, default=128)
     parser.add_argument("--synthetic_rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's; 1 on a shared CPU)"
+    )
     parser.add_argument("--output", default=None, help="Markdown file whose throughput section is replaced")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     parser.add_argument("--memory_probe", default=None, help=argparse.SUPPRESS)
@@ -679,6 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_setup(args: argparse.Namespace) -> Setup:
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = load_data(args.bundle)
     return Setup(
         device=torch.device(args.device),
@@ -707,6 +729,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
             "steps": args.steps,
             "repeats": args.repeats,
             "warmup": args.warmup,
+            "threads": torch.get_num_threads(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "hardware": hardware(setup.device),
             "load_before": load_average(),
