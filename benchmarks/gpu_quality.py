@@ -204,25 +204,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         data.splits = {name: rows[: args.max_rows] for name, rows in data.splits.items()}
     extra = common_flags(args)
     out = Path(args.output_dir)
-    records = [
-        finetune(data, "DCNv2", str(out / "dcnv2"), args.finetune_minutes, args.seed, ["--ctr_mode", "id", *extra])
-    ]
-    print(json.dumps(records[-1]), flush=True)
+    records: list[dict[str, Any]] = []
+
+    def keep(record: dict[str, Any]) -> None:  # printed and saved after every row: a cut-off run keeps its rows
+        records.append(record)
+        print(json.dumps(record), flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "quality.json").write_text(json.dumps(records, indent=2))
+
+    keep(finetune(data, "DCNv2", str(out / "dcnv2"), args.finetune_minutes, args.seed, ["--ctr_mode", "id", *extra]))
     checkpoint, record = pretrain(data, str(out / "pretrain"), args.pretrain_minutes, args.seed, extra)
-    records.append(record)
-    print(json.dumps(record), flush=True)
-    records.append(
-        finetune(
-            data,
-            "FLIP (joint)",
-            str(out / "flip"),
-            args.finetune_minutes,
-            args.seed,
-            ["--init_from", checkpoint, "--ctr_mode", "joint", *JOINT_FLAGS, *extra],
-        )
-    )
-    print(json.dumps(records[-1]), flush=True)
-    (out / "quality.json").write_text(json.dumps(records, indent=2))
+    keep(record)
+    flip_flags = ["--init_from", checkpoint, "--ctr_mode", "joint", *JOINT_FLAGS, *extra]
+    keep(finetune(data, "FLIP (joint)", str(out / "flip"), args.finetune_minutes, args.seed, flip_flags))
     return records
 
 

@@ -349,8 +349,17 @@ def bench_pretraining(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         variants = [v for v in variants if v.name in wanted]
     num_batches = args.steps * (args.repeats + 1)
     trainees = {v.name: build_trainee(setup, v, args.batch_size, num_batches, args.pad_length) for v in variants}
-    for trainee in trainees.values():  # warm-up: allocator, optimizer states, compilation
-        trainee.step(args.warmup)
+    for name, trainee in list(trainees.items()):  # warm-up: allocator, optimizer states, compilation
+        try:
+            trainee.step(args.warmup)
+        except Exception as error:  # torch.compile fails at the first call, not at build: fall back to eager
+            if not trainee.variant.compile:
+                raise
+            print(f"torch.compile failed ({error!r}); measuring eager instead", file=sys.stderr)
+            del trainees[name]
+            eager = replace(trainee.variant, name=f"{name} (FAILED: eager)", compile=False)
+            trainees[eager.name] = build_trainee(setup, eager, args.batch_size, num_batches, args.pad_length)
+            trainees[eager.name].step(args.warmup)
     runs = {name: (lambda t=trainee: t.step(args.steps)) for name, trainee in trainees.items()}
     rates = interleaved_rates(runs, args.repeats, setup.synchronize)
     return compare(rates, {"plain": variants[0].name, "flip": "FLIP"})
