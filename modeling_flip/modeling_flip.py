@@ -286,7 +286,18 @@ class FlipMTMHead(nn.Module):
 
     def log_noise_probs(self, feature_ids: torch.Tensor) -> torch.Tensor:
         """log q(v), clamped at 1e-10 for ids never drawn as noise (e.g. unseen targets)."""
-        return self.noise_probs[feature_ids].clamp_min(1e-10).log()
+        return safe_log(self.noise_probs[feature_ids])
+
+    @torch.no_grad()
+    def set_noise_distribution(self, probs: torch.Tensor) -> None:
+        """Copy q (V_tab,) and restart the output bias at log q (see `_init_weights`)."""
+        self.noise_probs.copy_(probs)
+        self.feature_bias.copy_(safe_log(probs))
+
+
+def safe_log(probs: torch.Tensor) -> torch.Tensor:
+    """log of probabilities, clamped at 1e-10 (ids that are never drawn, e.g. [MASK] and OOV)."""
+    return probs.clamp_min(1e-10).log()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -319,8 +330,11 @@ class FlipPreTrainedModel(PreTrainedModel):
         elif isinstance(module, FlipMLMHead):
             init.zeros_(module.bias)
         elif isinstance(module, FlipMTMHead):
-            init.zeros_(module.feature_bias)
-            init.copy_(module.noise_probs, uniform_noise_probs(config.field_vocab_sizes))
+            # The output bias starts at log q (the reference's `log q + log V`, minus its `log V` in the score):
+            # every candidate then starts at NCE log-odds -log K instead of the rare features' -log(K q).
+            noise_probs = uniform_noise_probs(config.field_vocab_sizes)
+            init.copy_(module.noise_probs, noise_probs)
+            init.copy_(module.feature_bias, safe_log(noise_probs))
         elif isinstance(module, FlipForPretraining):
             init.constant_(module.log_temperature, math.log(config.temperature))
         elif isinstance(module, FlipForCTR) and config.ctr_mode == "joint":
@@ -513,12 +527,13 @@ class FlipForPretraining(FlipPreTrainedModel):
             _freeze(self.flip.tabular_projection, self.flip.text_projection)
 
     def set_feature_frequencies(self, counts: Sequence[int]) -> None:
-        """Use the training-split feature counts (V_tab,), global order, as the MTM noise distribution."""
+        """Use the training-split feature counts (V_tab,), global order, as the MTM noise distribution (and as the
+        starting output bias: call it before training)."""
         counts = torch.as_tensor(counts, dtype=torch.float)
         if counts.shape != (self.config.num_features,) or (counts < 0).any() or counts.sum() <= 0:
             raise ValueError(f"counts must be {self.config.num_features} non-negative numbers with a positive sum")
         if self.mtm_head is not None:
-            self.mtm_head.noise_probs.copy_(counts / counts.sum())
+            self.mtm_head.set_noise_distribution(counts / counts.sum())
 
     def forward(
         self,

@@ -240,7 +240,9 @@ def test_feature_frequencies_set_noise_distribution(tester):
     assert uniform[0] == uniform[1] == 0 and torch.isclose(uniform.sum(), torch.tensor(1.0))
     counts = torch.arange(sum(FIELD_VOCAB_SIZES)).tolist()
     model.set_feature_frequencies(counts)
-    assert torch.allclose(model.mtm_head.noise_probs, torch.tensor(counts, dtype=torch.float) / sum(counts))
+    probs = torch.tensor(counts, dtype=torch.float) / sum(counts)
+    assert torch.allclose(model.mtm_head.noise_probs, probs)
+    assert torch.allclose(model.mtm_head.feature_bias, probs.clamp_min(1e-10).log())  # NCE starts at -log K
     with pytest.raises(ValueError, match="non-negative"):
         model.set_feature_frequencies(counts[:-1])
 
