@@ -30,33 +30,37 @@ LOSSES = ("icl_loss", "mlm_loss", "mtm_loss")
 ROC_ROWS = ("DCNv2", "FLIP_ID-DCNv2")
 
 
-def plot_auc(suite: quality.Suite, path: Path) -> None:
-    """Test AUC per finished row: mean +- std (error bar) and the individual seeds."""
-    cells = {  # full-test-split metrics, as in the quality table
-        name: [{**record, **quality.full_test_metrics(suite, record)} for record in records]
-        for name, records in quality.load_cells(suite).items()
-    }
+def draw_auc_panel(ax, cells: dict[str, list[dict]], title: str) -> None:
+    """Mean +- std (error bar) and the individual seeds of the test AUC of `cells` on `ax`."""
     names = list(cells)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 2), 4.5))
     for i, name in enumerate(names):
         aucs = np.array([record["test_auc"] for record in cells[name]])
         std = aucs.std(ddof=1) if len(aucs) > 1 else 0.0
         ax.errorbar(i, aucs.mean(), yerr=std, fmt="o", color="C0", capsize=6, markersize=8)
-        ax.scatter(np.full(len(aucs), i + 0.12), aucs, s=14, color="C1", zorder=3)
-        ax.annotate(
-            f"{aucs.mean():.4f}\n(n={len(aucs)})",
-            (i, aucs.mean()),
-            xytext=(10, -4),
-            textcoords="offset points",
-            fontsize=8,
-        )
+        ax.scatter(np.full(len(aucs), i + 0.15), aucs, s=14, color="C1", zorder=3)
+        label = f"{aucs.mean():.4f}\n(n={len(aucs)})"
+        ax.annotate(label, (i, aucs.mean()), xytext=(14, -4), textcoords="offset points", fontsize=8)
     if "DCNv2" in cells:
         ax.axhline(np.mean([r["test_auc"] for r in cells["DCNv2"]]), color="grey", ls="--", lw=1, label="DCNv2 mean")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel("test AUC")
-    ax.set_title("movielens-100k test AUC, 10,000 test rows (mean ± std over seeds; dots = seeds)", fontsize=10)
+    ax.set_xlim(-0.5, len(names) - 0.2)
+    ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+
+
+def plot_auc(suite: quality.Suite, path: Path) -> None:
+    """Test AUC per finished row: left the rows with several seeds (zoomed), right every row (1-seed rows too)."""
+    cells = {  # full-test-split metrics, as in the quality table
+        name: [{**record, **quality.full_test_metrics(suite, record)} for record in records]
+        for name, records in quality.load_cells(suite).items()
+    }
+    multi = {name: records for name, records in cells.items() if len(records) > 1}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3, 2]})
+    draw_auc_panel(left, multi, "rows with >= 3 seeds (zoomed)")
+    draw_auc_panel(right, cells, "all rows (1-seed rows: no error bar, not a claim)")
+    left.set_ylabel("test AUC")
+    fig.suptitle("movielens-100k test AUC on the 10,000 test rows (mean ± std over seeds; dots = seeds)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)

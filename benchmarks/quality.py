@@ -387,6 +387,7 @@ def summarize(records: list[dict]) -> dict:
         "logloss": stats("test_logloss"),
         "val_auc": stats("validation_auc")[0],
         "seeds": len(records),
+        "epochs": float(np.mean([record.get("epoch") or np.nan for record in records])),
         "test_rows": sorted({record.get("test_rows") for record in records}, key=str),
         "wall_time_s": float(np.mean([record["wall_time_s"] for record in records])),
         "pretrain_wall_time_s": pre["wall_time_s"] if pre else None,
@@ -413,9 +414,9 @@ def markdown_table(suite: Suite) -> str:
     base = summaries.get(BASE_ROW)
     header = (
         "| model | PLM | pretraining | test AUC | test LogLoss | val AUC | RelaImpr vs DCNv2 | vs DCNv2 (2-std rule) "
-        "| seeds | test rows | wall time / run | hardware |"
+        "| seeds | test rows | epochs trained | wall time / run | hardware |"
     )
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 13]
     for name, s in summaries.items():
         row = suite.row(name)
         plm = (
@@ -434,7 +435,7 @@ def markdown_table(suite: Suite) -> str:
         lines.append(
             f"| {name} | {plm} | {pre} | {s['auc'][0]:.4f} ± {s['auc'][1]:.4f} | {s['logloss'][0]:.4f} ± "
             f"{s['logloss'][1]:.4f} | {s['val_auc']:.4f} | {rel} | {vs} | {s['seeds']} | {test_rows} "
-            f"| {s['wall_time_s']:.0f} s "
+            f"| {s['epochs']:.2f} | {s['wall_time_s']:.0f} s "
             f"| {s['hardware']} |"
         )
     return "\n".join(lines)
