@@ -27,14 +27,6 @@ BUCKETS = 4096
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def big_table(rows: int = DISTINCT) -> dict[str, list]:
     """`user`: `rows` distinct ids; `genre`: 5 values; `label`: 0/1."""
     index = np.arange(rows)
@@ -195,6 +187,3 @@ def test_peak_rss_hashed_vs_full_vocabulary(record_property):
     hashed, full = results["hashed"], results["full"]
     assert hashed["vocab_sizes"] == [BUCKETS + 2, 7] and full["vocab_sizes"] == [DISTINCT + 2, 7]
     assert hashed["after_train"] - hashed["after_table"] < full["after_train"] - full["after_table"] - 100
-
-
-from tests.test_training import common_args, table  # noqa: E402, F401 (fixtures of the script-level test)

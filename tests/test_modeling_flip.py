@@ -75,15 +75,6 @@ class FlipModelTester:
         return {**self.text_inputs(generator), "field_ids": self.field_ids(generator), "labels": labels}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores are shared with other work: keep every test on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tester(tiny_text_config) -> FlipModelTester:
     return FlipModelTester(tiny_text_config)

@@ -13,7 +13,6 @@ from tests import test_training
 from training import evaluate, plots
 from training.arguments import FlipTrainingArguments
 
-table, common_args = test_training.table, test_training.common_args  # the shared fixtures
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
@@ -27,29 +25,6 @@ def load_quality():
 @pytest.fixture(scope="module")
 def quality():
     return load_quality()
-
-
-@pytest.fixture(scope="module")
-def table(tmp_path_factory) -> str:
-    """240 time-ordered rows, 4 fields, clicks follow the movie parity with 15% noise."""
-    folder = tmp_path_factory.mktemp("table")
-    rng = np.random.default_rng(0)
-    users, movies = rng.integers(0, 12, 240), rng.integers(0, 15, 240)
-    frame = pd.DataFrame(
-        {
-            "user_id": users,
-            "gender": np.where(users % 2, "male", "female"),
-            "movie_id": movies,
-            "genre": np.array(["comedy", "drama", "action", "war"])[movies % 4],
-            "label": ((movies % 2 == 0) ^ (rng.random(240) < 0.15)).astype(int),
-            "timestamp": np.arange(240),
-        }
-    )
-    frame.to_csv(folder / "rows.csv", index=False)
-    schema = {"data_files": "rows.csv", "fields": ["user_id", "gender", "movie_id", "genre"]}
-    schema.update(label_column="label", time_column="timestamp")
-    (folder / "table.yaml").write_text(yaml.safe_dump(schema))
-    return str(folder / "table.yaml")
 
 
 def tiny_suite(quality, table: str, encoder: str, output_dir: str):

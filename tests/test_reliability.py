@@ -21,19 +21,6 @@ from processing.schema import FIELD_OOV_ID, TabularSchema
 from tests._data_fixtures import ML_FIELDS, ml_rows, ml_schema
 from training.predict import iter_chunks
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: the tiny models gain nothing from more, and on a shared 2-core machine two spinning
-    threads made a 3-step run 40x slower (9 s instead of 0.2 s)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # 1. bad inputs: the processor
 # ---------------------------------------------------------------------------------------------------------------
@@ -458,7 +445,7 @@ def test_schema_file_round_trip_keeps_check_compatible_exact(tmp_path):
 # 3. crash safety: training killed mid-way and resumed == uninterrupted; caches / outputs never half-written
 # ---------------------------------------------------------------------------------------------------------------
 
-from tests.test_training import CONFIGS, common_args, table  # noqa: E402, F401 (module-scoped fixtures)
+from tests.test_training import CONFIGS  # noqa: E402
 
 # 8 steps of FLIP_ID with the default (linear) schedule, a checkpoint every 3 steps, no evaluation in between
 BUDGET = ["--ctr_mode", "id", "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "3"]

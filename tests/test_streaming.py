@@ -29,14 +29,6 @@ COLUMNS = ["user", "item", "genre", "label"]
 GENRES = np.array(["comedy", "drama", "war", "noir", "sci-fi", "western"])
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_table(path, rows: int, chunk: int = 20_000) -> None:
     """`rows` synthetic rows (clicks follow the item parity), written chunk by chunk in 5k-row row groups."""
     with pq.ParquetWriter(path, pa.schema([(c, pa.string()) for c in COLUMNS[:-1]] + [("label", pa.int64())])) as w:
@@ -165,6 +157,3 @@ def test_finetune_script_streaming_option(tmp_path, request):
         finetune.main([*argv, "--output_dir", str(tmp_path / "a")])
     results = finetune.main([*argv, "--output_dir", str(tmp_path / "b"), "--max_steps", "5"])
     assert 0 <= results["test"]["test_auc"] <= 1 and results["test_rows"] > 0
-
-
-from tests.test_training import common_args, table  # noqa: E402, F401 (fixtures of the script-level test)

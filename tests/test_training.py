@@ -5,11 +5,9 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification, BertModel
 
@@ -17,36 +15,6 @@ from training import evaluate, finetune, predict, pretrain
 from training.arguments import load_config_file, make_parser, parse_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
-GENRES = np.array(["comedy", "drama", "action", "war"])
-
-
-@pytest.fixture(scope="module")
-def table(tmp_path_factory) -> str:
-    """240 time-ordered rows, 4 fields; clicks follow the movie parity (15% flipped), so AUC can rise above 0.5."""
-    folder = tmp_path_factory.mktemp("table")
-    rng = np.random.default_rng(0)
-    users, movies = rng.integers(0, 12, 240), rng.integers(0, 15, 240)
-    frame = pd.DataFrame(
-        {
-            "user_id": users,
-            "gender": np.where(users % 2, "male", "female"),
-            "movie_id": movies,
-            "genre": GENRES[movies % 4],
-            "label": ((movies % 2 == 0) ^ (rng.random(240) < 0.15)).astype(int),
-            "timestamp": np.arange(240),
-        }
-    )
-    frame.to_csv(folder / "rows.csv", index=False)
-    schema = {"data_files": "rows.csv", "fields": ["user_id", "gender", "movie_id", "genre"]}
-    schema.update(label_column="label", time_column="timestamp")
-    (folder / "table.yaml").write_text(yaml.safe_dump(schema))
-    return str(folder / "table.yaml")
-
-
-@pytest.fixture(scope="module")
-def common_args(table, tiny_encoder_dir, tmp_path_factory) -> list[str]:
-    data_dir = str(tmp_path_factory.mktemp("prepared"))
-    return ["--dataset", table, "--text_model", tiny_encoder_dir, "--data_dir", data_dir]
 
 
 def run_finetune(output_dir, common_args, *extra: str) -> dict:
