@@ -74,36 +74,21 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     return {"auc": auc(eval_pred.label_ids, logits)}
 
 
-def parse(config: str, training_class: type, flags: list[str]) -> tuple:
-    """The library's argument dataclasses from a config file plus flags."""
+def parse(
+    config: str, training_class: type, data: BenchData, output_dir: str, minutes: float, seed: int, flags: list[str]
+) -> tuple:
+    """The library's argument dataclasses from a config file, the flags every GPU run shares, then `flags`."""
     parser = make_parser((ModelArguments, DataArguments, training_class), "gpu_quality", None)
-    return parse_args(parser, [str(CONFIGS / config), *flags])
+    shared = ["--output_dir", output_dir, "--max_train_minutes", str(minutes), "--dataloader_num_workers", "2"]
+    shared += ["--seed", str(seed), "--text_model", data.text_model_path]
+    return parse_args(parser, [str(CONFIGS / config), *shared, *flags])
 
 
 def pretrain(data: BenchData, output_dir: str, minutes: float, seed: int, flags: list[str]) -> tuple[str, dict]:
     """FLIP pretraining on the train rows within `minutes`; saves the model to `output_dir`."""
+    no_checkpoints = ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]
     model_args, data_args, args = parse(
-        "pretrain_full.yaml",
-        FlipPretrainingArguments,
-        [
-            "--output_dir",
-            output_dir,
-            "--max_train_minutes",
-            str(minutes),
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
-            "--dataloader_num_workers",
-            "2",
-            "--seed",
-            str(seed),
-            "--text_model",
-            data.text_model_path,
-            *flags,
-        ],
+        "pretrain_full.yaml", FlipPretrainingArguments, data, output_dir, minutes, seed, [*no_checkpoints, *flags]
     )
     args.label_names = []
     model = build_model(FlipForPretraining, model_args, data.processor.schema, data.text_model_path)
@@ -136,23 +121,7 @@ def pretrain(data: BenchData, output_dir: str, minutes: float, seed: int, flags:
 
 def finetune(data: BenchData, row: str, output_dir: str, minutes: float, seed: int, flags: list[str]) -> dict:
     """One CTR row: train with early stopping on validation AUC within `minutes`, then test AUC once."""
-    model_args, _, args = parse(
-        "finetune_full.yaml",
-        FlipTrainingArguments,
-        [
-            "--output_dir",
-            output_dir,
-            "--max_train_minutes",
-            str(minutes),
-            "--dataloader_num_workers",
-            "2",
-            "--seed",
-            str(seed),
-            "--text_model",
-            data.text_model_path,
-            *flags,
-        ],
-    )
+    model_args, _, args = parse("finetune_full.yaml", FlipTrainingArguments, data, output_dir, minutes, seed, flags)
     args.label_names = ["labels"]
     model = build_model(FlipForCTR, model_args, data.processor.schema, data.text_model_path)
     collator = DataCollatorForCTR(data.processor.tokenizer, include_text=model.config.ctr_mode != "id")
