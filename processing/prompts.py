@@ -49,7 +49,7 @@ class PromptTemplate:
             if p.count(VALUE_SLOT) != 1:
                 raise ValueError(f"Prompt pattern {p!r} must contain {VALUE_SLOT} exactly once")
 
-    def _pieces(self, field_names: Sequence[str], display_names: Sequence[str]) -> list[str]:
+    def pieces(self, field_names: Sequence[str], display_names: Sequence[str]) -> list[str]:
         """The F + 1 constant strings around the F values."""
         around = [
             self.field_patterns.get(name, self.pattern).replace(NAME_SLOT, display).split(VALUE_SLOT)
@@ -73,11 +73,9 @@ class PromptTemplate:
             texts: N strings.
             spans: `(N, F, 2)` int64, `[start, end)` character span of each value in its text.
         """
-        values = [
-            [v or self.missing_value for v in normalize_values(col, name)] for col, name in zip(columns, field_names)
-        ]
+        values = self.values(field_names, columns)
         n = len(values[0]) if values else 0
-        pieces = self._pieces(field_names, display_names)
+        pieces = self.pieces(field_names, display_names)
         lengths = np.zeros((n, len(values)), dtype=np.int64)
         for f, col in enumerate(values):
             lengths[:, f] = np.fromiter(map(len, col), dtype=np.int64, count=n)
@@ -89,6 +87,12 @@ class PromptTemplate:
             parts += [col, repeat(piece)]
         texts = ["".join(row) for row in zip(*parts)] if values else [pieces[-1]] * n
         return texts, spans
+
+    def values(self, field_names: Sequence[str], columns: Sequence[Sequence[Any]]) -> list[list[str]]:
+        """The F columns as the strings written into the text (normalised like the schema; empty -> missing)."""
+        return [
+            [v or self.missing_value for v in normalize_values(col, name)] for col, name in zip(columns, field_names)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,5 +1,6 @@
 import copy
 import unicodedata
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -196,3 +197,65 @@ def test_empty_batch_and_left_padding(tiny_tokenizer):
         assert enc["input_ids"][i, -n:].tolist() == plain["input_ids"][i]
         assert enc["token_field_index"][i, -n:].tolist() == plain["token_field_index"][i]
         assert (enc["token_field_index"][i, :-n] == -1).all() and enc["attention_mask"][i].sum() == n
+
+
+@pytest.mark.parametrize("name", ["tiny_tokenizer", "minilm_tokenizer"])
+@pytest.mark.parametrize("max_length", [24, 128])
+def test_spliced_tokens_equal_full_tokenisation(name, max_length, request):
+    """WordPiece: the prompts spliced from cached value tokens are the full texts' tokens, alignment and truncation
+    counts included (after a cache reset too); the splicer was really used."""
+    spliced = _processor(request.getfixturevalue(name), max_length=max_length)
+    full = copy.deepcopy(spliced)
+    full.splice_tokens = False
+    rows = ml_rows(40)
+    for batch in (rows, ml_rows(40, offset=40), rows):  # the third batch is served from the cache
+        a, b = spliced(batch, return_truncation=True), full(batch, return_truncation=True)
+        assert {k: list(v) for k, v in a.items()} == {k: list(v) for k, v in b.items()}
+    assert spliced._splice_verified and spliced.splice_tokens and spliced._splicer() is not None
+    assert full._splicer() is not None and not full._splice_verified  # built, never used
+
+
+def test_spliced_cache_starts_over_when_full(tiny_tokenizer, monkeypatch):
+    from processing import spliced_tokens
+
+    monkeypatch.setattr(spliced_tokens, "MAX_CACHED_VALUES", 90)  # one batch holds 5 x 8 = 40 values
+    processor = _processor(tiny_tokenizer)
+    reference = copy.deepcopy(processor)
+    reference.splice_tokens = False
+    sizes = []
+    for offset in range(0, 50, 5):
+        rows = ml_rows(5, offset=offset)
+        assert processor(rows)["input_ids"] == reference(rows)["input_ids"]
+        sizes.append(len(processor._splicer().cache))
+    assert max(sizes) <= 90 and any(b < a for a, b in pairwise(sizes))  # bounded: it started over
+
+
+@pytest.mark.parametrize(
+    "template",
+    [PromptTemplate(pattern="{name}{value}"), PromptTemplate(pattern="{value}", separator="")],
+    ids=["glued-name", "glued-values"],
+)
+def test_no_splicing_where_it_would_not_be_exact(tiny_tokenizer, request, template):
+    """Byte-level BPE (the space before a word is part of its token) and templates without a split character at a
+    value boundary tokenise the full texts."""
+    assert _processor(request.getfixturevalue("bpe_tokenizer"))._splicer() is None
+    glued = FlipProcessor(tiny_tokenizer, ml_schema(), template, max_length=64)
+    assert glued._splicer() is None
+    assert glued(ml_rows(3))["input_ids"] == [glued.tokenizer(t)["input_ids"] for t in glued.render(ml_rows(3))[0]]
+
+
+def test_splice_mismatch_switches_splicing_off(tiny_tokenizer, monkeypatch):
+    """Safety net: if the spliced tokens of the first batch differ from the full tokenisation, the processor warns,
+    returns the full tokenisation and stops splicing."""
+    from processing.spliced_tokens import SplicedTokenizer
+
+    processor = _processor(tiny_tokenizer)
+    reference = copy.deepcopy(processor)
+    reference.splice_tokens = False
+    encode = SplicedTokenizer.encode
+    monkeypatch.setattr(
+        SplicedTokenizer, "encode", lambda self, v: encode(self, v)._replace(input_ids=encode(self, v).input_ids + 1)
+    )
+    rows = ml_rows(5)
+    assert processor(rows)["input_ids"] == reference(rows)["input_ids"]
+    assert processor.splice_tokens is False

@@ -91,6 +91,19 @@ def test_field_tokens_are_the_value_tokens(tiny_tokenizer, rows, max_length):
 
 
 @SETTINGS
+@given(rows=rows_of(unicode_text, min_size=1), max_length=st.sampled_from([8, 16, 48, 512]))
+def test_spliced_tokens_equal_full_tokenisation(tiny_tokenizer, rows, max_length):
+    """Splicing cached value tokens (`processing.spliced_tokens`) reproduces the full texts' ids, field index,
+    lengths and truncation counts for any Unicode values."""
+    processor = make_processor(tiny_tokenizer, rows, max_length)
+    columns = {name: [row[name] for row in rows] for name in FIELDS}
+    values = processor.prompt_template.values(FIELDS, [columns[name] for name in FIELDS])
+    spliced, full = processor._splicer().encode(values), processor._tokenize_texts(columns)
+    for name, got, expected in zip(spliced._fields, spliced, full):
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+@SETTINGS
 @given(rows=rows_of(decodable_text, min_size=1))
 def test_field_tokens_decode_to_the_value(tiny_tokenizer, rows):
     processor = make_processor(tiny_tokenizer, rows)
