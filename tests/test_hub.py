@@ -97,3 +97,25 @@ def test_flip_push_command(saved_folder, monkeypatch):
     monkeypatch.setattr(hub, "HfApi", lambda token=None: api)
     hub.main([saved_folder, "me/flip-tiny", "--private"])
     assert [call[0] for call in api.calls] == ["create_repo", "upload_folder"]
+
+
+def test_wheel_ships_the_model_card_template_and_remote_code(tmp_path):
+    """A non-editable install has no repository root: the card template (a link to the top-level `model_card.md`)
+    and every remote-code module must be inside the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*command, "-w", str(tmp_path)], check=True, capture_output=True)
+    with zipfile.ZipFile(next(tmp_path.glob("*.whl"))) as wheel:
+        names = set(wheel.namelist())
+        assert wheel.read("training/model_card.md") == (repo / "model_card.md").read_bytes()
+    modules = {
+        f"{package}/{path.name}"
+        for package in ("modeling_flip", "processing")
+        for path in (repo / package).glob("*.py")
+    }
+    assert modules <= names and "training/configs/finetune_demo.yaml" in names
