@@ -178,9 +178,9 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
             Row(f"FLIP_ID-DCNv2 [300 steps] w/o {loss.upper()}", "id", pretraining=f"p300_no_{loss}")
             for loss in ("mtm", "icl", "mlm")
         ],
-        Row("FLIP_ID-DCNv2 [300 steps, MTM softmax]", "id", pretraining="p300_mtm_softmax"),
+        Row("FLIP_ID-DCNv2 [300 steps] MTM softmax", "id", pretraining="p300_mtm_softmax"),
         Row("FLIP_ID-DeepFM [300 steps]", "id", pretraining="p300_deepfm"),
-        Row("FLIP_ID-DCNv2 [300 steps, MiniLM-L6]", "id", pretraining="p300_minilm6"),
+        Row("FLIP_ID-DCNv2 [300 steps] MiniLM-L6", "id", pretraining="p300_minilm6"),
         Row(
             "FLIP_PLM [300 steps]",
             "text",
@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "table", "list"])
     parser.add_argument("--output_dir", default="outputs/quality", help="cells, pretrainings, runs, data")
-    parser.add_argument("--rows", default=None, help="comma-separated row names (default: all, in order)")
+    parser.add_argument("--rows", default=None, help="comma-separated row names (default: all, in order)")  # no commas in names
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: each row's seeds)")
     parser.add_argument("--write_results", default=None, help="also write the table into this file's section")
     parser.add_argument("--notes", default=None, help="Markdown around the tables ({{TABLES}} marks where they go)")
