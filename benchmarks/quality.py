@@ -279,14 +279,16 @@ def score_test(model_dir: str, data: str) -> tuple[np.ndarray, np.ndarray]:
     from datasets import load_from_disk
 
     from modeling_flip import FlipForCTR
+    from processing import FlipProcessor
     from processing.collators import DataCollatorForCTR
     from training.common import predict_logits
     from training.ctr_metrics import sigmoid
-    from training.data import load_processor
 
     model = FlipForCTR.from_pretrained(model_dir)
     test = load_from_disk(data)["test"]
-    collator = DataCollatorForCTR(load_processor(data).tokenizer, include_text=model.config.ctr_mode != "id")
+    collator = DataCollatorForCTR(
+        FlipProcessor.from_pretrained(data).tokenizer, include_text=model.config.ctr_mode != "id"
+    )
     probs = sigmoid(predict_logits(model, test, collator, batch_size=512, description="test", device="cpu"))
     return np.asarray(test["labels"]), probs
 
@@ -510,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "table", "list"])
     parser.add_argument("--output_dir", default="outputs/quality", help="cells, pretrainings, runs, data")
-    parser.add_argument("--rows", default=None, help="comma-separated row names (default: all, in order)")  # no commas in names
+    parser.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: each row's seeds)")
     parser.add_argument("--write_results", default=None, help="also write the table into this file's section")
     parser.add_argument("--notes", default=None, help="Markdown around the tables ({{TABLES}} marks where they go)")

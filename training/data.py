@@ -58,14 +58,6 @@ def prepared_dir(model_args: ModelArguments, data_args: DataArguments) -> str:
     return folder
 
 
-def load_processor(path: str) -> FlipProcessor:
-    """`FlipProcessor.from_pretrained(path)`, minus the `schema` object that processing's loader also hands to the
-    tokenizer (it lands in `tokenizer.init_kwargs` and breaks every later `save_pretrained`)."""
-    processor = FlipProcessor.from_pretrained(path)
-    processor.tokenizer.init_kwargs.pop("schema", None)
-    return processor
-
-
 def load_data(
     model_args: ModelArguments, data_args: DataArguments, seed: int = 0
 ) -> tuple[DatasetDict, FlipProcessor, str]:
@@ -88,4 +80,4 @@ def load_data(
         shards = max(1, min(64, len(data["train"]) // 1000))
         stream = data["train"].to_iterable_dataset(num_shards=shards)
         data["train"] = stream.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
-    return data, load_processor(folder), resolve_text_model(model_args.text_model)
+    return data, FlipProcessor.from_pretrained(folder), resolve_text_model(model_args.text_model)

@@ -13,7 +13,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from .arguments import command_parser
 
-MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card.md"  # a link to the top-level model_card.md; a file in wheels
+MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card.md"  # links to the top-level model_card.md
 HUB_TEXT_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 IGNORE_ON_UPLOAD = ["checkpoint-*", "tmp-checkpoint-*", "runs/*", "*.pt", "*.pth", "training_args.bin"]
 
