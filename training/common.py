@@ -1,5 +1,6 @@
 """Helpers shared by the FLIP scripts: model construction, LoRA, scoring loops, run metadata, atomic writes."""
 
+import dataclasses
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, EarlyStoppingCallback, TrainerCallback
+from transformers.trainer import TRAINER_STATE_NAME
 
 from modeling_flip import FlipConfig
 
@@ -181,8 +183,8 @@ def build_model(model_class, model_args, schema, text_model_path: str) -> nn.Mod
 
 def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, results: dict[str, Any]) -> nn.Module:
     """Write the final, Hub-ready `output_dir` (plain or LoRA-merged model, processor, code files,
-    `training_curves.png`, README.md embedding the PNGs, `results.json`), push it when `--push_to_hub`, and return
-    the plain model."""
+    `training_curves.png`, README.md embedding the PNGs, `results.json`, `trainer_state.json` with the loss
+    history, also when no checkpoint was saved), push it when `--push_to_hub`, and return the plain model."""
     args = trainer.args
     model = trainer.model
     card.training_command, card.hardware = results["command"], results["hardware"]
@@ -195,6 +197,7 @@ def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, resul
         plot_training_curves(trainer.state.log_history, os.path.join(args.output_dir, TRAINING_CURVES_NAME))
         save_for_hub(model, processor, args.output_dir, card)
         write_json(os.path.join(args.output_dir, RESULTS_NAME), results)
+        write_json(os.path.join(args.output_dir, TRAINER_STATE_NAME), dataclasses.asdict(trainer.state))
         if args.push_final_to_hub:
             push_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, private=bool(args.hub_private_repo))
     trainer.accelerator.wait_for_everyone()
