@@ -168,7 +168,7 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
             args=CPU_TEXT_ARGS,
             seeds=(0,),
         ),
-        Row("PLM-only (mean pooling)", "text", text_model=minilm2, args=(*CPU_TEXT_ARGS, *mean), seeds=(0,)),
+        Row("PLM-only (mean pooling)", "text", text_model=minilm2, args=(*CPU_TEXT_ARGS, *mean)),
         Row("FLIP-DCNv2 (joint)", "joint", text_model=minilm2, pretraining="flip", args=CPU_TEXT_ARGS, seeds=(0,)),
         Row("PLM-only", "text", text_model=minilm2, args=CPU_TEXT_ARGS, seeds=(0,)),
         Row("ID+PLM joint (no pretraining)", "joint", text_model=minilm2, args=CPU_TEXT_ARGS, seeds=(0,)),
@@ -187,7 +187,6 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
             text_model=minilm2,
             pretraining="p300",
             args=(*CPU_TEXT_ARGS, *mean),
-            seeds=(0,),
         ),
     ]
     return Suite(
