@@ -153,6 +153,10 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
         ),
         "p300_deepfm": Pretraining("p300_deepfm", minilm2, backbone="deepfm", args=CPU_PRETRAIN_300_ARGS),
         "p300_minilm6": Pretraining("p300_minilm6", TextModel("minilm"), args=CPU_PRETRAIN_300_ARGS),
+        # one full epoch (1,250 steps of 64 rows), capped at 35 minutes: does a longer pretraining move FLIP_ID?
+        "p1250": Pretraining(
+            "p1250", minilm2, args=(*CPU_PRETRAIN_300_ARGS, "--max_steps", "1250", "--max_train_minutes", "35")
+        ),
     }
     rows = [
         Row("DCNv2", "id", "dcnv2", seeds=FIVE_SEEDS),
@@ -181,6 +185,7 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
         Row("FLIP_ID-DCNv2 [300 steps] MTM softmax", "id", pretraining="p300_mtm_softmax"),
         Row("FLIP_ID-DeepFM [300 steps]", "id", pretraining="p300_deepfm"),
         Row("FLIP_ID-DCNv2 [300 steps] MiniLM-L6", "id", pretraining="p300_minilm6"),
+        Row("FLIP_ID-DCNv2 [1 epoch]", "id", pretraining="p1250"),
         Row(
             "FLIP_PLM [300 steps]",
             "text",
