@@ -116,7 +116,7 @@ class SplicedTokenizer:
             return None
         return cls(backend, pieces, max_length, prefix, suffix)
 
-    def _entries(self, values: list[str]) -> np.ndarray:
+    def _entries(self, values: Sequence[str]) -> np.ndarray:
         """Cache entry of each value `(len(values),)`, tokenising the values not seen before (once each)."""
         new = list(dict.fromkeys(v for v in values if v not in self.cache))
         if new:
@@ -139,7 +139,7 @@ class SplicedTokenizer:
         entries = np.empty((n, 2 * num_fields + 1), dtype=np.int64)
         entries[:, 0::2] = self.piece_entries
         for f, column in enumerate(values):
-            entries[:, 2 * f + 1] = self._entries(list(column))
+            entries[:, 2 * f + 1] = self._entries(column)
         segment_lengths = self.lengths[entries]  # (N, S)
         segment_ends = np.cumsum(segment_lengths, axis=1)  # (N, S) content position after each segment
         kept = np.minimum(segment_ends[:, -1], self.max_content)  # (N,) content tokens kept

@@ -6,6 +6,7 @@ import pytest
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, processors
 from transformers import PreTrainedTokenizerFast, RobertaTokenizer
 
+from modeling_flip import FlipConfig
 from processing.schema import FieldSpec, TabularSchema
 
 ML_FIELDS = ["user_id", "gender", "age", "occupation", "zip_code", "movie_id", "title", "genre"]
@@ -87,3 +88,14 @@ def minilm_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(minilm.get_model_path())
+
+
+def tiny_id_config(schema: TabularSchema, text_config) -> FlipConfig:
+    """An id-mode `FlipConfig` for `schema` with 8-dim embeddings (text tower never built)."""
+    return FlipConfig(
+        text_config=text_config.to_dict(),
+        field_names=schema.field_names,
+        field_vocab_sizes=schema.field_vocab_sizes,
+        ctr_mode="id",
+        embedding_dim=8,
+    )

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_flip import FlipConfig, FlipForCTR
+from modeling_flip import FlipForCTR
 from processing import FieldSpec, TabularSchema
 from processing.prepare import parse_buckets, prepare_dataset
+from tests._data_fixtures import tiny_id_config
 
 DISTINCT = 10**6
 BUCKETS = 4096
@@ -44,13 +45,7 @@ def hashed_schema() -> TabularSchema:
 def train_steps(schema: TabularSchema, field_ids: np.ndarray, labels: np.ndarray, text_config, steps: int = 3):
     """`steps` AdamW steps of an id-mode FlipForCTR on random batches of 512 rows; returns (model, losses)."""
     torch.manual_seed(0)
-    config = FlipConfig(
-        text_config=text_config.to_dict(),
-        field_names=schema.field_names,
-        field_vocab_sizes=schema.field_vocab_sizes,
-        ctr_mode="id",
-        embedding_dim=8,
-    )
+    config = tiny_id_config(schema, text_config)
     model = FlipForCTR(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     generator = np.random.default_rng(0)

@@ -19,9 +19,10 @@ import torch
 from datasets import IterableDataset, load_dataset
 from transformers import TrainerCallback
 
-from modeling_flip import FlipConfig, FlipForCTR
+from modeling_flip import FlipForCTR
 from processing import FieldSpec, FlipProcessor, PromptTemplate, TabularSchema
 from processing.collators import DataCollatorForCTR
+from tests._data_fixtures import tiny_id_config
 from training.arguments import FlipTrainingArguments
 from training.trainer import FlipTrainer
 
@@ -77,13 +78,7 @@ class RssProbe(TrainerCallback):
 def train_on_stream(path, tokenizer, tiny_text_config, output_dir, steps: int, batch_size: int = 256):
     processor = make_processor(tokenizer)
     schema = processor.schema
-    config = FlipConfig(
-        text_config=tiny_text_config.to_dict(),
-        field_names=schema.field_names,
-        field_vocab_sizes=schema.field_vocab_sizes,
-        ctr_mode="id",
-        embedding_dim=8,
-    )
+    config = tiny_id_config(schema, tiny_text_config)
     torch.manual_seed(0)
     args = FlipTrainingArguments(
         output_dir=str(output_dir),
