@@ -50,17 +50,18 @@ def draw_auc_panel(ax, cells: dict[str, list[dict]], title: str) -> None:
 
 
 def plot_auc(suite: quality.Suite, path: Path) -> None:
-    """Test AUC per finished row: left the ID-tower rows (baselines and FLIP_ID) with several seeds, zoomed; right
-    every row (text rows and 1-seed rows too)."""
+    """Test AUC per finished row: on top the ID-tower rows (baselines and FLIP_ID) with several seeds, zoomed;
+    below every row (text, joint and 1-seed rows too)."""
     cells = {  # full-test-split metrics, as in the quality table
         name: [{**record, **quality.full_test_metrics(suite, record)} for record in records]
         for name, records in quality.load_cells(suite).items()
     }
     zoomed = {name: records for name, records in cells.items() if len(records) > 1 and suite.row(name).mode == "id"}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(18, 6.5), gridspec_kw={"width_ratios": [3, 2]})
-    draw_auc_panel(left, zoomed, "ID-tower rows (baselines, FLIP_ID) with >= 3 seeds (zoomed)")
-    draw_auc_panel(right, cells, "all rows (1-seed rows: no error bar, not a claim)")
-    left.set_ylabel("test AUC")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(16, 12))
+    draw_auc_panel(top, zoomed, "ID-tower rows (baselines, FLIP_ID) with >= 3 seeds (zoomed)")
+    draw_auc_panel(bottom, cells, "all rows (1-seed rows: no error bar, not a claim)")
+    for ax in (top, bottom):
+        ax.set_ylabel("test AUC")
     fig.suptitle("movielens-100k test AUC on the 10,000 test rows (mean ± std over seeds; dots = seeds)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=130)

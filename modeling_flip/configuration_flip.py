@@ -89,6 +89,10 @@ class FlipConfig(PreTrainedConfig):
         ctr_mode (`str`, *optional*, defaults to `"joint"`):
             CTR finetuning variant: `"id"` (tabular tower alone, no text tower built), `"text"` (text tower
             alone) or `"joint"` (both, adaptive combination of the two logits).
+        joint_alpha_init (`float`, *optional*, defaults to 0.0):
+            `"joint"` mode: initial value of the learned weight alpha of the ID logit (logit = alpha * z_id +
+            (1 - alpha) * z_text + b). 0 is the reference's (the model starts as the text tower alone); Adam moves
+            alpha by about the learning rate per step, so short finetunings may start it higher, e.g. 0.5.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal init of new linear layers.
         embedding_init_std (`float`, *optional*, defaults to 1e-4):
@@ -126,6 +130,7 @@ class FlipConfig(PreTrainedConfig):
     nce_num_noise: int = 25
     mtm_embedding_dim: int = 32
     ctr_mode: str = "joint"
+    joint_alpha_init: float = 0.0
     initializer_range: float = 0.02
     embedding_init_std: float = 1e-4
 

@@ -338,7 +338,7 @@ class FlipPreTrainedModel(PreTrainedModel):
         elif isinstance(module, FlipForPretraining):
             init.constant_(module.log_temperature, math.log(config.temperature))
         elif isinstance(module, FlipForCTR) and config.ctr_mode == "joint":
-            init.zeros_(module.alpha)
+            init.constant_(module.alpha, config.joint_alpha_init)
             init.zeros_(module.joint_bias)
 
     @classmethod
@@ -667,7 +667,8 @@ class FlipForCTR(FlipPreTrainedModel):
 
     - `"id"`: logit = tabular tower logit; the text tower is not built (serving cost of the plain ID model).
     - `"text"`: logit = Linear(D, 1)(pooled text).
-    - `"joint"`: logit = alpha * z_id + (1 - alpha) * z_text + b, alpha an unconstrained scalar initialised at 0;
+    - `"joint"`: logit = alpha * z_id + (1 - alpha) * z_text + b, alpha an unconstrained scalar initialised at
+      `config.joint_alpha_init` (0 by default: the reference's);
       loss = BCE(logit) + BCE(z_id) + BCE(z_text).
     """
 

@@ -119,6 +119,14 @@ def test_ctr_shapes_and_losses(tester, backbone, ctr_mode):
         assert torch.allclose(output.logits, output.text_logits)
 
 
+def test_joint_alpha_init_from_a_pretraining_checkpoint(tester, tmp_path):
+    FlipForPretraining(tester.get_config()).save_pretrained(tmp_path)
+    model = FlipForCTR.from_pretrained(tmp_path, ctr_mode="joint", joint_alpha_init=0.5)  # alpha: a missing key
+    output = model(**tester.ctr_inputs())
+    assert output.alpha.item() == 0.5
+    assert torch.allclose(output.logits, 0.5 * output.id_logits + 0.5 * output.text_logits)
+
+
 def test_ctr_without_labels_has_no_loss(tester):
     inputs = tester.ctr_inputs()
     inputs.pop("labels")

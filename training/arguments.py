@@ -39,6 +39,9 @@ class ModelArguments:
     )
     backbone: str | None = field(default=None, metadata={"help": "ID backbone: dcnv2, deepfm or autoint."})
     ctr_mode: str | None = field(default=None, metadata={"help": "Finetuning variant: id, text or joint."})
+    joint_alpha_init: float | None = field(
+        default=None, metadata={"help": "Joint mode: initial weight alpha of the ID logit (0 = the reference's)."}
+    )
     embedding_dim: int | None = field(default=None, metadata={"help": "Field embedding size E."})
     projection_dim: int | None = field(default=None, metadata={"help": "Common space size P of the ICL loss."})
     temperature: float | None = field(default=None, metadata={"help": "Initial InfoNCE temperature."})
