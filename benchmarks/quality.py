@@ -98,7 +98,9 @@ class Pretraining:
 @dataclass(frozen=True)
 class Row:
     """One line of the quality table: a finetuning variant (`mode` id / text / joint), its backbone, its PLM
-    (None for ID-only rows), the pretraining it starts from (None = from scratch) and extra finetune flags."""
+    (None for ID-only rows), the pretraining it starts from (None = from scratch) and extra finetune flags.
+    `towers` = (tabular row, text row): a joint row "trained from these two" instead, starting from the finetuned
+    models of those rows (same seed; the text row's `text_tower_seed` when set)."""
 
     name: str
     mode: str
@@ -107,6 +109,8 @@ class Row:
     pretraining: str | None = None
     args: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
+    towers: tuple[str, str] | None = None
+    text_tower_seed: int | None = None
 
 
 @dataclass
@@ -136,6 +140,7 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
     minilm2 = TextModel("minilm", num_layers=2)
     mean = ("--text_pooling", "mean")
     text_mean, alpha_half = (*CPU_TEXT_ARGS, *mean), ("--joint_alpha_init", "0.5")
+    stacked = (*text_mean, *alpha_half, *flags("--max_steps 100 --eval_steps 50 --save_steps 50"))
     pretrainings = {
         "flip": Pretraining("flip", minilm2, args=CPU_PRETRAIN_ARGS),
         # all-MiniLM-L6-v2 is a mean-pooling sentence model: the first-token state of its first 2 layers is the same
@@ -187,6 +192,24 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
             Row(f"{name} alpha 0.5", "joint", text_model=minilm2, pretraining=key, args=(*text_mean, *alpha_half))
             for name, key in (("FLIP-DCNv2 (joint) [300 steps]", "p300"), ("ID+PLM joint (mean pooling)", None))
         ],
+        # "trained from these two" (PROTOCOL.md's joint reference): the joint model starts from the separately
+        # finetuned ID and text towers (alpha 0.5) and trains 100 more steps; the text tower of the run without
+        # pretraining is PLM-only's seed 0 for every seed (the other seeds' models were not kept)
+        Row(
+            "FLIP (joint) from FLIP_ID + FLIP_PLM",
+            "joint",
+            text_model=minilm2,
+            args=stacked,
+            towers=("FLIP_ID-DCNv2 [300 steps]", "FLIP_PLM [300 steps]"),
+        ),
+        Row(
+            "ID+PLM joint from DCNv2 + PLM-only",
+            "joint",
+            text_model=minilm2,
+            args=stacked,
+            towers=("DCNv2", "PLM-only (mean pooling)"),
+            text_tower_seed=0,
+        ),
     ]
     return Suite(
         dataset="movielens-100k",
@@ -258,18 +281,26 @@ def run_pretraining(suite: Suite, spec: Pretraining, data: str) -> str:
     return out
 
 
-def finetune_argv(suite: Suite, row: Row, seed: int, data: str, init_from: str | None, out: str) -> list[str]:
+def finetune_argv(
+    suite: Suite, row: Row, seed: int, data: str, init_from: str | None, out: str, tabular_from: str | None = None
+) -> list[str]:
     """`training.finetune` arguments of one cell: base config, data, mode, backbone or checkpoint, seed, row flags."""
     argv = [suite.finetune_config, "--dataset", data, "--ctr_mode", row.mode, "--output_dir", out, "--seed", str(seed)]
     if row.text_model is not None:
         argv += ["--text_model", text_model_path(row.text_model, suite.output_dir)]
     argv += ["--init_from", init_from] if init_from else ["--backbone", row.backbone]
+    argv += ["--init_tabular_from", tabular_from] if tabular_from else []
     return argv + list(suite.common_args) + list(row.args)
 
 
 def cell_path(suite: Suite, row: Row, seed: int, suffix: str = ".json") -> str:
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in row.name)
     return os.path.join(suite.output_dir, "cells", slug, f"seed{seed}{suffix}")
+
+
+def run_dir(suite: Suite, row: Row, seed: int) -> str:
+    """Where `training.finetune` writes the best model of one (row, seed)."""
+    return os.path.join(suite.output_dir, "runs", Path(cell_path(suite, row, seed)).parent.name, f"seed{seed}")
 
 
 def score_test(model_dir: str, data: str) -> tuple[np.ndarray, np.ndarray]:
@@ -295,8 +326,13 @@ def run_cell(suite: Suite, row: Row, seed: int, data: str) -> dict:
     """Finetune one (row, seed), cache the record (JSON); ID-only rows also keep their test probabilities (.npz,
     for the ROC / calibration plots; a second test pass of a text tower is too slow on CPU)."""
     init_from = run_pretraining(suite, suite.pretrainings[row.pretraining], data) if row.pretraining else None
-    out = os.path.join(suite.output_dir, "runs", Path(cell_path(suite, row, seed)).parent.name, f"seed{seed}")
-    argv = finetune_argv(suite, row, seed, data, init_from, out)
+    tabular_from = None
+    if row.towers:
+        tabular_row, text_row = (suite.row(name) for name in row.towers)
+        tabular_from = run_dir(suite, tabular_row, seed)
+        init_from = run_dir(suite, text_row, seed if row.text_tower_seed is None else row.text_tower_seed)
+    out = run_dir(suite, row, seed)
+    argv = finetune_argv(suite, row, seed, data, init_from, out, tabular_from)
     hw = hardware()
     results = finetune.main(argv)
     for checkpoint in Path(out).glob("checkpoint-*"):  # the final folder holds the best model
@@ -319,7 +355,7 @@ def run_cell(suite: Suite, row: Row, seed: int, data: str) -> dict:
         "validation_logloss": results["validation"].get("eval_logloss"),
         "epoch": results["test"].get("epoch"),
         "wall_time_s": results["wall_time_s"],
-        "pretraining": pretraining_record(init_from),
+        "pretraining": pretraining_record(init_from) if row.pretraining else None,
         "finetune_results": results,
     }
     write_json(cell_path(suite, row, seed), record)
@@ -457,6 +493,7 @@ def markdown_table(suite: Suite) -> str:
             )
         )
         pre = f"`{row.pretraining}` ({s['pretrain_wall_time_s']:.0f} s, once)" if row.pretraining else "none"
+        pre = f"towers of {' + '.join(row.towers)}" if row.towers else pre
         test_rows = "/".join(map(str, s["test_rows"]))
         rel = f"{rela_impr(s['auc'][0], base['auc'][0]):+.2f}%" if base else "n/a"
         vs = "(base)" if name == BASE_ROW else verdict(s, base) if base else "n/a"

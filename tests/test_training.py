@@ -1,6 +1,7 @@
 """End to end on a tiny synthetic table and a tiny random BERT (offline, CPU): pretrain -> finetune (id / text /
 joint, baselines) -> evaluate -> predict -> reload with AutoModel(trust_remote_code=True); LoRA; resume; configs."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -11,8 +12,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification, BertModel
 
+from modeling_flip import FlipConfig, FlipForCTR
+from processing import FlipProcessor
 from training import evaluate, finetune, predict, pretrain
-from training.arguments import load_config_file, make_parser, parse_args
+from training.arguments import ModelArguments, load_config_file, make_parser, parse_args
+from training.common import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 
@@ -72,6 +76,22 @@ def test_finetuning_moves_the_pretrained_tabular_tower(finetuned, pretrained):
     finetuned_weights = load_file(os.path.join(finetuned["id"][0], "model.safetensors"))
     name = "flip.tabular_model.embeddings.weight"
     assert not torch.equal(pretrained_weights[name], finetuned_weights[name])
+
+
+def test_joint_from_two_finetuned_towers(finetuned, tmp_path):
+    (text_dir, _), (id_dir, _) = finetuned["text"], finetuned["id"]
+    schema = FlipProcessor.from_pretrained(id_dir).schema
+    args = ModelArguments(init_from=text_dir, init_tabular_from=id_dir, ctr_mode="joint")
+    model = build_model(FlipForCTR, args, schema, text_model_path="unused: weights come from the checkpoints")
+    for source, prefixes in ((id_dir, ("flip.tabular_model.",)), (text_dir, ("flip.text_model.", "text_head."))):
+        weights = {
+            k: v for k, v in load_file(os.path.join(source, "model.safetensors")).items() if k.startswith(prefixes)
+        }
+        assert weights and all(torch.equal(model.state_dict()[k], v) for k, v in weights.items()), source
+    deepfm = FlipForCTR(FlipConfig(**{**FlipConfig.from_pretrained(id_dir).to_dict(), "backbone": "deepfm"}))
+    deepfm.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="backbone 'deepfm'"):
+        build_model(FlipForCTR, dataclasses.replace(args, init_tabular_from=str(tmp_path)), schema, "unused")
 
 
 def test_evaluate_and_predict_match_the_training_run(finetuned, table, tmp_path):

@@ -29,13 +29,21 @@ class ModelArguments:
 
     `text_model` names the PLM (`"minilm"` = the bundled all-MiniLM-L6-v2, any Hub id or local path). `init_from`
     is a FLIP pretraining checkpoint to start from; without it the model is built from scratch (ID-only baselines
-    with `ctr_mode="id"`, PLM-only with `ctr_mode="text"`). Every `FlipConfig` override defaults to `None` =
+    with `ctr_mode="id"`, PLM-only with `ctr_mode="text"`). `init_tabular_from` then swaps in the tabular tower of
+    another (finetuned) checkpoint. Every `FlipConfig` override defaults to `None` =
     keep the value of the checkpoint / of `FlipConfig`.
     """
 
     text_model: str = field(default="minilm", metadata={"help": "PLM: 'minilm' (bundled), a Hub id or a local path."})
     init_from: str | None = field(
         default=None, metadata={"help": "FLIP pretraining checkpoint to finetune (or to continue pretraining) from."}
+    )
+    init_tabular_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "A finetuned FLIP_ID / ID-only checkpoint whose tabular tower (embeddings, backbone, ID logit) "
+            "replaces the one of --init_from, e.g. a joint model from two separately finetuned towers."
+        },
     )
     backbone: str | None = field(default=None, metadata={"help": "ID backbone: dcnv2, deepfm or autoint."})
     ctr_mode: str | None = field(default=None, metadata={"help": "Finetuning variant: id, text or joint."})
@@ -59,7 +67,7 @@ class ModelArguments:
 
     def config_overrides(self) -> dict[str, Any]:
         """The `FlipConfig` fields set on the command line / in the config file (non-`None`)."""
-        skip = {"text_model", "init_from"}
+        skip = {"text_model", "init_from", "init_tabular_from"}
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         return {name: value for name, value in values.items() if value is not None}
 

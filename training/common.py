@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, EarlyStoppingCallback, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 
-from modeling_flip import FlipConfig
+from modeling_flip import FlipConfig, FlipForCTR
 
 from .arguments import FlipTrainingArguments, LoraArguments
 from .hub import CardInfo, push_to_hub, save_for_hub
@@ -178,7 +178,24 @@ def build_model(model_class, model_args, schema, text_model_path: str) -> nn.Mod
         model = model_class.from_text_pretrained(
             text_model_path, text_model_kwargs={"dtype": torch.float32}, **schema_kwargs, **overrides
         )
+    if model_args.init_tabular_from:
+        load_tabular_tower(model, model_args.init_tabular_from, schema)
     return model
+
+
+def load_tabular_tower(model: nn.Module, checkpoint: str, schema) -> None:
+    """Copy the tabular tower (field embeddings, backbone, ID logit) of the FLIP checkpoint `checkpoint` into `model`
+    (e.g. a FLIP_ID finetuning into a joint model whose text tower comes from a FLIP_PLM finetuning). The
+    checkpoint must match the data schema and `model`'s tower (backbone and sizes); `ValueError` otherwise."""
+    source = FlipForCTR.from_pretrained(checkpoint, ctr_mode="id", dtype=torch.float32)
+    schema.check_compatible(source.config)
+    try:
+        model.flip.tabular_model.load_state_dict(source.flip.tabular_model.state_dict())
+    except RuntimeError as error:
+        raise ValueError(
+            f"The tabular tower of {checkpoint!r} (backbone {source.config.backbone!r}) does not fit the model's "
+            f"(backbone {model.config.backbone!r}): {error}"
+        ) from error
 
 
 def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, results: dict[str, Any]) -> nn.Module:

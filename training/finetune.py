@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
         "stage": "finetuning",
         "ctr_mode": mode,
         "init_from": model_args.init_from,
+        "init_tabular_from": model_args.init_tabular_from,
         "validation": validation,
         "test": test,
         "test_rows": len(data["test"]),
