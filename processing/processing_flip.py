@@ -186,7 +186,7 @@ class FlipProcessor(ProcessorMixin):
         offsets = np.fromiter(flat_offsets, dtype=np.int64, count=2 * total).reshape(-1, 2)
         row_ids = np.repeat(np.arange(len(texts)), lengths)
         field_index = align_tokens_to_fields(offsets, row_ids, spans, texts)
-        return SplicedBatch(input_ids, field_index, lengths, self._truncated_values(offsets, row_ids, spans))
+        return SplicedBatch(input_ids, field_index, lengths, self._truncated_values(encodings, spans, texts))
 
     def _backend_tokenizer(self):
         """The tokenizer's Rust backend, copied once with truncation at `max_length` and no padding.
@@ -216,11 +216,25 @@ class FlipProcessor(ProcessorMixin):
         return self._spliced[1]
 
     @staticmethod
-    def _truncated_values(offsets: np.ndarray, row_ids: np.ndarray, spans: np.ndarray) -> np.ndarray:
-        """Values per row that end after the last character kept by truncation `(N,)`."""
-        last_char = np.zeros(len(spans), dtype=np.int64)
-        np.maximum.at(last_char, row_ids, offsets[:, 1])
-        return (spans[..., 1] > last_char[:, None]).sum(1) if spans.size else np.zeros(len(spans), np.int64)
+    def _truncated_values(encodings: Sequence[Any], spans: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """Values per row with at least one token dropped by truncation `(N,)`: the fields of the tokens in each
+        encoding's `overflowing` parts (a value without any token, e.g. a lone control character, is never cut)."""
+        dropped = [
+            (row, offset)
+            for row, encoding in enumerate(encodings)
+            for part in encoding.overflowing
+            for offset, special in zip(part.offsets, part.special_tokens_mask)
+            if not special
+        ]
+        counts = np.zeros(len(encodings), dtype=np.int64)
+        if not dropped or not spans.size:
+            return counts
+        rows = np.array([row for row, _ in dropped], dtype=np.int64)
+        fields = align_tokens_to_fields(np.array([offset for _, offset in dropped], np.int64), rows, spans, texts)
+        num_fields = spans.shape[1]
+        cut = np.unique(rows[fields >= 0] * num_fields + fields[fields >= 0])  # distinct (row, field) pairs
+        np.add.at(counts, cut // num_fields, 1)
+        return counts
 
     def _count_rows(self, truncated: np.ndarray) -> None:
         """Add a batch's rows and truncations to `self.stats`."""

@@ -33,7 +33,7 @@ class SplicedBatch(NamedTuple):
     input_ids: np.ndarray  # (T,) int64, special tokens included
     token_field_index: np.ndarray  # (T,) int64 field of each token, -1 for template words and special tokens
     lengths: np.ndarray  # (N,) int64 tokens per row
-    truncated_values: np.ndarray  # (N,) int64 values per row cut (partly or fully) by max_length
+    truncated_values: np.ndarray  # (N,) int64 values per row with tokens cut (partly or fully) by max_length
 
 
 def is_split_character(char: str) -> bool:
@@ -173,6 +173,5 @@ class SplicedTokenizer:
             input_ids[row_starts + num_prefix + kept + offset] = token
         value_ends = segment_ends[:, 1:-1:2]  # (N, F) content position after each value
         value_starts = segment_ends[:, 0:-1:2]
-        cut = kept < segment_ends[:, -1]
-        truncated = (value_ends > kept[:, None]) | (cut[:, None] & (value_starts >= kept[:, None]))
+        truncated = (value_ends > kept[:, None]) & (value_ends > value_starts)  # a token of the value was dropped
         return SplicedBatch(input_ids, field_index, lengths, truncated.sum(1).astype(np.int64))
