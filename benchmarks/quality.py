@@ -62,13 +62,19 @@ CPU_PRETRAIN_ARGS = flags(
 # ~11 minutes one takes on an idle core), so the variants differ only in the switch they flip. Mean pooling: see
 # `flip_mean` below.
 CPU_PRETRAIN_300_ARGS = (*CPU_PRETRAIN_ARGS, "--max_train_minutes", "45", "--text_pooling", "mean")
-# PLM-only / joint on CPU: MiniLM at 5e-5 (reference), rest at 1e-3, batch 64, at most 300 steps / 12 minutes,
-# validation (full split, for the best checkpoint) every 100 steps and at the time limit.
-CPU_TEXT_ARGS = flags(
-    "--learning_rate 1e-3 --text_learning_rate 5e-5 --per_device_train_batch_size 64 --per_device_eval_batch_size 256 "
-    "--max_steps 300 --max_train_minutes 12 --eval_strategy steps --eval_steps 100 --save_strategy steps "
-    "--save_steps 100 --logging_steps 20"
-)
+
+
+def cpu_text_args(max_steps: int = 300, eval_steps: int = 100) -> tuple[str, ...]:
+    """PLM-only / joint on CPU: MiniLM at 5e-5 (reference), rest at 1e-3, batch 64, at most `max_steps` steps /
+    12 minutes, validation (full split, for the best checkpoint) every `eval_steps` steps and at the time limit."""
+    return flags(
+        "--learning_rate 1e-3 --text_learning_rate 5e-5 --per_device_train_batch_size 64 "
+        f"--per_device_eval_batch_size 256 --max_steps {max_steps} --max_train_minutes 12 --eval_strategy steps "
+        f"--eval_steps {eval_steps} --save_strategy steps --save_steps {eval_steps} --logging_steps 20"
+    )
+
+
+CPU_TEXT_ARGS = cpu_text_args()
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,7 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
     minilm2 = TextModel("minilm", num_layers=2)
     mean = ("--text_pooling", "mean")
     text_mean, alpha_half = (*CPU_TEXT_ARGS, *mean), ("--joint_alpha_init", "0.5")
-    stacked = (*text_mean, *alpha_half, *flags("--max_steps 100 --eval_steps 50 --save_steps 50"))
+    stacked = (*cpu_text_args(max_steps=100, eval_steps=50), *mean, *alpha_half)
     pretrainings = {
         "flip": Pretraining("flip", minilm2, args=CPU_PRETRAIN_ARGS),
         # all-MiniLM-L6-v2 is a mean-pooling sentence model: the first-token state of its first 2 layers is the same
@@ -492,8 +498,13 @@ def markdown_table(suite: Suite) -> str:
                 else "-"
             )
         )
-        pre = f"`{row.pretraining}` ({s['pretrain_wall_time_s']:.0f} s, once)" if row.pretraining else "none"
-        pre = f"towers of {' + '.join(row.towers)}" if row.towers else pre
+        pre = (
+            f"towers of {' + '.join(row.towers)}"
+            if row.towers
+            else f"`{row.pretraining}` ({s['pretrain_wall_time_s']:.0f} s, once)"
+            if row.pretraining
+            else "none"
+        )
         test_rows = "/".join(map(str, s["test_rows"]))
         rel = f"{rela_impr(s['auc'][0], base['auc'][0]):+.2f}%" if base else "n/a"
         vs = "(base)" if name == BASE_ROW else verdict(s, base) if base else "n/a"

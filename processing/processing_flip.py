@@ -226,15 +226,13 @@ class FlipProcessor(ProcessorMixin):
             for offset, special in zip(part.offsets, part.special_tokens_mask)
             if not special
         ]
-        counts = np.zeros(len(encodings), dtype=np.int64)
         if not dropped or not spans.size:
-            return counts
+            return np.zeros(len(encodings), dtype=np.int64)
         rows = np.array([row for row, _ in dropped], dtype=np.int64)
         fields = align_tokens_to_fields(np.array([offset for _, offset in dropped], np.int64), rows, spans, texts)
         num_fields = spans.shape[1]
         cut = np.unique(rows[fields >= 0] * num_fields + fields[fields >= 0])  # distinct (row, field) pairs
-        np.add.at(counts, cut // num_fields, 1)
-        return counts
+        return np.bincount(cut // num_fields, minlength=len(encodings)).astype(np.int64)
 
     def _count_rows(self, truncated: np.ndarray) -> None:
         """Add a batch's rows and truncations to `self.stats`."""
