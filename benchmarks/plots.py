@@ -2,8 +2,12 @@
 
     python benchmarks/plots.py [--output_dir outputs/quality] [--figures benchmarks]
 
-- `quality_auc.png`: test AUC per model, mean with a +-1 std error bar and every seed as a dot;
-- `quality_pretraining_losses.png`: ICL, MLM and MTM training losses of each pretraining (trainer_state.json);
+- `quality_auc.png`: test AUC per model (its grid point chosen on validation), mean with a +-1 std error bar and
+  every seed as a dot;
+- `quality_pretraining_curve.png`: FLIP_ID test AUC against the pretraining epoch it starts from, with the DCNv2
+  band (mean +- 2 std: PROTOCOL.md's tie zone);
+- `quality_pretraining_losses.png`: per pretraining, the ICL / MLM / MTM training and validation losses, the
+  gradient norm each loss sends into the tabular tower and the ID-embedding norm (trainer_state.json);
 - `quality_roc_calibration.png`: ROC and calibration (reliability) curves of FLIP_ID vs DCNv2 on the test split.
 """
 
@@ -11,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -26,8 +29,8 @@ import quality
 
 from training.plots import draw_calibration, draw_roc
 
-LOSSES = ("icl_loss", "mlm_loss", "mtm_loss")
-ROC_ROWS = ("DCNv2", "FLIP_ID-DCNv2")
+LOSSES = ("icl", "mlm", "mtm")
+CURVE_PRETRAINING = "ref10"
 
 
 def draw_auc_panel(ax, cells: dict[str, list[dict]], title: str) -> None:
@@ -49,56 +52,100 @@ def draw_auc_panel(ax, cells: dict[str, list[dict]], title: str) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-def plot_auc(suite: quality.Suite, path: Path) -> None:
-    """Test AUC per finished row: on top the ID-tower rows (baselines and FLIP_ID) with several seeds, zoomed;
-    below every row (text, joint and 1-seed rows too)."""
-    cells = {  # full-test-split metrics, as in the quality table
-        name: [{**record, **quality.full_test_metrics(suite, record)} for record in records]
-        for name, records in quality.load_cells(suite).items()
-    }
-    zoomed = {name: records for name, records in cells.items() if len(records) > 1 and suite.row(name).mode == "id"}
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(16, 12))
-    draw_auc_panel(top, zoomed, "ID-tower rows (baselines, FLIP_ID) with >= 3 seeds (zoomed)")
-    draw_auc_panel(bottom, cells, "all rows (1-seed rows: no error bar, not a claim)")
-    for ax in (top, bottom):
-        ax.set_ylabel("test AUC")
+def plot_auc(suite: quality.Suite, path: Path) -> bool:
+    """Test AUC per finished row (chosen grid point); False when no row has finished."""
+    cells = quality.selected_cells(suite)
+    if not cells:
+        return False
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(cells)), 6))
+    draw_auc_panel(ax, cells, "test AUC per model (grid point chosen on validation)")
+    ax.set_ylabel("test AUC")
     fig.suptitle("movielens-100k test AUC on the 10,000 test rows (mean ± std over seeds; dots = seeds)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+    return True
 
 
-def pretraining_history(checkpoint_dir: Path) -> tuple[list[dict], int]:
-    """(training log entries, train batch size) of the last saved checkpoint's trainer_state.json ([] when none)."""
-    states = sorted(checkpoint_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name[11:]))
-    if not states:
-        return [], 0
-    state = json.loads(states[-1].read_text())
-    return [entry for entry in state["log_history"] if "loss" in entry], state["train_batch_size"]
+def plot_pretraining_curve(suite: quality.Suite, path: Path, key: str = CURVE_PRETRAINING) -> bool:
+    """FLIP_ID test AUC (mean +- std, seeds as dots) against the epoch of the `key` pretraining checkpoint it was
+    finetuned from, over the DCNv2 mean +- 2 std band; False without DCNv2 and at least one FLIP_ID point."""
+    cells = quality.selected_cells(suite)
+    rows = [row for row in suite.rows if row.pretraining == key and row.pretraining_epoch and row.name in cells]
+    if quality.BASE_ROW not in cells or not rows:
+        return False
+    base = np.array([record["test_auc"] for record in cells[quality.BASE_ROW]])
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.axhspan(base.mean() - 2 * base.std(ddof=1), base.mean() + 2 * base.std(ddof=1), color="grey", alpha=0.2)
+    ax.axhline(base.mean(), color="grey", ls="--", lw=1, label=f"DCNv2 from scratch {base.mean():.4f} (± 2 std)")
+    epochs = [row.pretraining_epoch for row in rows]
+    aucs = [np.array([record["test_auc"] for record in cells[row.name]]) for row in rows]
+    ax.errorbar(
+        epochs,
+        [a.mean() for a in aucs],
+        yerr=[a.std(ddof=1) for a in aucs],
+        fmt="o-",
+        capsize=5,
+        label="FLIP_ID-DCNv2 (mean ± std)",
+    )
+    for epoch, values in zip(epochs, aucs):
+        ax.scatter(np.full(len(values), epoch + 0.08), values, s=12, color="C1", zorder=3)
+    ax.set_xlabel(f"pretraining epochs (`{key}`: reference recipe, 2-layer MiniLM, batch 256)")
+    ax.set_ylabel("test AUC")
+    ax.set_xticks(epochs)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("FLIP_ID vs DCNv2 as FLIP pretraining goes on (movielens-100k, time split)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return True
+
+
+def pretraining_history(folder: Path) -> list[dict]:
+    """The log history of the last saved checkpoint's (or the final model's) trainer_state.json ([] when none)."""
+    states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name[11:]))
+    states = [folder / "trainer_state.json"] if (folder / "trainer_state.json").is_file() else states[-1:]
+    return json.loads(states[0].read_text())["log_history"] if states else []
 
 
 def plot_pretraining_losses(suite: quality.Suite, path: Path) -> bool:
-    """One panel per loss (ICL, MLM, MTM), one line per finished pretraining; False when there is none."""
-    histories = {key: pretraining_history(Path(suite.output_dir, "pretrain", key)) for key in suite.pretrainings}
-    histories = {key: history for key, history in histories.items() if history[0]}
+    """One column per loss (ICL, MLM, MTM): training (lines) and validation (markers) loss, then the gradient norm
+    it sends into the tabular tower (log scale); a last column with the ID-embedding norm. x = epochs. False when no
+    pretraining has logged."""
+    histories = {key: pretraining_history(quality.pretraining_dir(suite, key)) for key in suite.pretrainings}
+    histories = {key: history for key, history in histories.items() if history}
     if not histories:
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    batch_size = max(size for _, size in histories.values())
-    axes[0].axhline(math.log(batch_size), color="grey", ls="--", lw=1, label=f"chance = ln {batch_size}")
-    for ax, loss in zip(axes, LOSSES):
-        for key, (history, _) in histories.items():
-            points = [(entry["step"], entry[loss]) for entry in history if loss in entry]
-            if points:
-                ax.plot(*zip(*points), marker=".", label=key)
-        ax.set_title(loss.replace("_", " ").upper().replace(" LOSS", " loss"), fontsize=10)
-        ax.set_xlabel("step (64 rows)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("training loss (logging window mean)")
-    for ax in axes:
-        ax.legend(fontsize=8)
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8))
+    for color, (key, history) in enumerate(histories.items()):
+        style = {"color": f"C{color}", "label": key}
+        for column, loss in enumerate(LOSSES):
+            series = {
+                (0, f"{loss}_loss", "-"): axes[0, column],
+                (0, f"eval_{loss}_loss", "o"): axes[0, column],
+                (1, f"tabular_grad_norm_{loss}", "-"): axes[1, column],
+            }
+            for (_, name, marker), ax in series.items():
+                points = [(entry["epoch"], entry[name]) for entry in history if name in entry]
+                if points:
+                    ax.plot(*zip(*points), marker, **{**style, "label": f"{key} {'val' if 'eval' in name else ''}"})
+        points = [(entry["epoch"], entry["id_embedding_norm"]) for entry in history if "id_embedding_norm" in entry]
+        if points:
+            axes[0, 3].plot(*zip(*points), **style)
+    for column, loss in enumerate(LOSSES):
+        axes[0, column].set_title(f"{loss.upper()} loss (line: train window mean, o: validation)", fontsize=9)
+        axes[1, column].set_title(f"|grad| of the {loss.upper()} loss into the tabular tower", fontsize=9)
+        axes[1, column].set_yscale("log")
+    axes[0, 3].set_title("mean L2 norm of the ID-embedding rows", fontsize=9)
+    axes[1, 3].axis("off")
+    for ax in axes.flat:
+        if ax.has_data():
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.suptitle(
-        "FLIP pretraining losses on a CPU budget (2-layer MiniLM + DCNv2 unless named: _deepfm, _minilm6)", fontsize=11
+        "FLIP pretraining on the reference recipe: losses and what each loss sends to the ID tower", fontsize=11
     )
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -107,10 +154,18 @@ def plot_pretraining_losses(suite: quality.Suite, path: Path) -> bool:
 
 
 def plot_roc_calibration(suite: quality.Suite, path: Path, seed: int = 0) -> bool:
-    """ROC and reliability curves of `ROC_ROWS` on test (one seed); False when a row has no cached scores."""
+    """ROC and reliability curves on test (one seed) of DCNv2 and of the best FLIP_ID row on validation; False when
+    either has no cached scores."""
+    cells = quality.selected_cells(suite)
+    flip_rows = [name for name in cells if name.startswith("FLIP_ID")]
+    if quality.BASE_ROW not in cells or not flip_rows:
+        return False
+    best_flip = max(flip_rows, key=lambda name: np.mean([record["validation_auc"] for record in cells[name]]))
     scores = {}
-    for name in ROC_ROWS:
-        npz = Path(quality.cell_path(suite, suite.row(name), seed, ".npz"))
+    for name in (quality.BASE_ROW, best_flip):
+        row = suite.row(name)
+        point = next(point for point in row.grid if point.label == cells[name][0]["grid_point"])
+        npz = quality.cell_path(suite, row, point, seed, ".npz")
         if not npz.is_file():
             return False
         scores[name] = np.load(npz)
@@ -137,12 +192,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
     suite = quality.default_suite(args.output_dir)
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
-    written = [figures / "quality_auc.png"]
-    plot_auc(suite, written[0])
-    if plot_pretraining_losses(suite, figures / "quality_pretraining_losses.png"):
-        written.append(figures / "quality_pretraining_losses.png")
-    if plot_roc_calibration(suite, figures / "quality_roc_calibration.png"):
-        written.append(figures / "quality_roc_calibration.png")
+    figures_made = {
+        "quality_auc.png": plot_auc,
+        "quality_pretraining_curve.png": plot_pretraining_curve,
+        "quality_pretraining_losses.png": plot_pretraining_losses,
+        "quality_roc_calibration.png": plot_roc_calibration,
+    }
+    written = [figures / name for name, plot in figures_made.items() if plot(suite, figures / name)]
     print("\n".join(str(path) for path in written))
     return written
 

@@ -1,16 +1,21 @@
-"""Quality benchmark of FLIP on the PROTOCOL.md split: declarative rows x seeds, run through the library's own
-`training.pretrain` / `training.finetune` entry points, cached per (row, seed), aggregated into a Markdown table.
+"""Quality benchmark of FLIP on the PROTOCOL.md split and the reference recipe: declarative pretrainings, rows,
+validation grids and seeds, run through the library's own `training.pretrain` / `training.finetune` entry points,
+cached per cell, aggregated into Markdown tables.
 
-    python benchmarks/quality.py run --rows DCNv2,DeepFM,AutoInt      # ID-only baselines, 3 seeds each
-    python benchmarks/quality.py run --rows FLIP_ID-DCNv2              # pretrains once (cached), then 3 finetunings
-    python benchmarks/quality.py table                                 # Markdown table of what has finished
-    python benchmarks/quality.py table --write_results benchmarks/RESULTS.md   # ... into the Quality section
+    python benchmarks/quality.py pretrain --keys ref10        # run or resume a pretraining (hours: background it)
+    python benchmarks/quality.py run --rows DCNv2,DeepFM      # ID-only baselines: every grid point x 3 seeds
+    python benchmarks/quality.py run --rows "FLIP_ID-DCNv2 [ref10 epoch 1]"   # once that epoch's checkpoint exists
+    python benchmarks/quality.py table --write_results benchmarks/RESULTS.md \
+        --notes benchmarks/quality_configs/results_notes.md
 
-Every finished cell is a JSON file under `OUTPUT_DIR/cells/<row>/seed<k>.json` (plus the test-split
-probabilities as `.npz` for the plots); rerunning skips finished cells and finished pretrainings, so an
-interrupted run resumes. One pretraining checkpoint (`OUTPUT_DIR/pretrain/<key>`) serves every finetuning seed
-of every row that names it. Early stopping and checkpoint selection use the validation split only (the
-library's finetune script); the test split is scored once per cell.
+Pretrainings run only through `pretrain`, never implicitly: they take hours on a CPU, checkpoint every epoch and
+resume where they stopped (a session's end kills its processes). A finetuning cell whose pretraining (or the epoch
+it names) is not there yet is skipped with a message, not failed.
+
+Every finished cell is a JSON file under `OUTPUT_DIR/cells/<row>/<grid point>/seed<k>.json` (plus the test-split
+probabilities as `.npz` for ID rows); rerunning skips finished cells. Early stopping and checkpoint selection use
+the validation split only (the library's finetune script); the grid point of a row is chosen on the mean
+**validation** AUC over its seeds; the test split is scored once per cell.
 """
 
 from __future__ import annotations
@@ -38,10 +43,12 @@ from training.arguments import DataArguments, ModelArguments  # noqa: E402
 from training.common import write_json  # noqa: E402
 from training.ctr_metrics import rela_impr  # noqa: E402
 
-# frozen copies of the demo configs: the library's own demo configs changed while the benchmark ran
 QUALITY_CONFIGS = Path(__file__).resolve().parent / "quality_configs"
+PRETRAIN_CONFIG = str(QUALITY_CONFIGS / "pretrain_reference_cpu.yaml")
+FINETUNE_CONFIG = str(QUALITY_CONFIGS / "finetune_reference_cpu.yaml")
 BASE_ROW = "DCNv2"
 MARK_START, MARK_END = "<!-- quality:start -->", "<!-- quality:end -->"
+SEGMENTS_NAME = "quality_segments.json"  # wall time, hardware and steps of every (resumed) pretraining segment
 
 
 def flags(text: str) -> tuple[str, ...]:
@@ -49,32 +56,28 @@ def flags(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
-# FLIP pretraining on a CPU budget: measured ~9 rows/s with the 2-layer MiniLM on 2 shared cores, so 300 steps x 64
-# rows (~0.24 epoch of ML-100k); the cosine schedule spans max_steps, max_train_minutes caps the wall time.
-# Tabular tower / heads at 1e-3 (short budget: the reference 1e-4 is meant for 30 epochs), the text tower at the
-# reference 1e-4. Checkpoints every 50 steps keep trainer_state.json (the loss curves) and allow resuming.
-CPU_PRETRAIN_ARGS = flags(
-    "--max_steps 300 --max_train_minutes 30 --per_device_train_batch_size 64 --learning_rate 1e-3 "
-    "--text_learning_rate 1e-4 --warmup_steps 0.05 --logging_steps 10 --max_eval_samples 1000 "
-    "--save_strategy steps --save_steps 50 --save_total_limit 1"
+@dataclass(frozen=True)
+class GridPoint:
+    """One setting of a validation grid: a label for the tables and the finetune flags it adds."""
+
+    label: str
+    args: tuple[str, ...] = ()
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.label)
+
+
+REFERENCE = GridPoint("reference")
+# The validation grid of every ID-tower row (FLIP_ID and the baselines alike): the reference (lr 1e-3, L2 1e-3 on a
+# summed batch = 9.8e-7 here) and a 100x stronger L2 (1e-4, the reference's value for the joint model) at lr 1e-3
+# and 3e-4. The point reported is the best on validation.
+ID_GRID = (
+    REFERENCE,
+    GridPoint("L2 1e-4", flags("--embedding_l2 1e-4")),
+    GridPoint("lr 3e-4", flags("--learning_rate 3e-4")),
+    GridPoint("lr 3e-4, L2 1e-4", flags("--learning_rate 3e-4 --embedding_l2 1e-4")),
 )
-# The ablation set: every pretraining gets the same 300 steps (no wall-time cap in practice: 45 minutes is ~3x the
-# ~11 minutes one takes on an idle core), so the variants differ only in the switch they flip. Mean pooling: see
-# `flip_mean` below.
-CPU_PRETRAIN_300_ARGS = (*CPU_PRETRAIN_ARGS, "--max_train_minutes", "45", "--text_pooling", "mean")
-
-
-def cpu_text_args(max_steps: int = 300, eval_steps: int = 100) -> tuple[str, ...]:
-    """PLM-only / joint on CPU: MiniLM at 5e-5 (reference), rest at 1e-3, batch 64, at most `max_steps` steps /
-    12 minutes, validation (full split, for the best checkpoint) every `eval_steps` steps and at the time limit."""
-    return flags(
-        "--learning_rate 1e-3 --text_learning_rate 5e-5 --per_device_train_batch_size 64 "
-        f"--per_device_eval_batch_size 256 --max_steps {max_steps} --max_train_minutes 12 --eval_strategy steps "
-        f"--eval_steps {eval_steps} --save_strategy steps --save_steps {eval_steps} --logging_steps 20"
-    )
-
-
-CPU_TEXT_ARGS = cpu_text_args()
 
 
 @dataclass(frozen=True)
@@ -92,44 +95,43 @@ class TextModel:
 
 @dataclass(frozen=True)
 class Pretraining:
-    """One FLIP pretraining run, shared by the finetuning rows that name its key."""
+    """One FLIP pretraining run (`config` + `args`), shared by the finetuning rows that name its key."""
 
     key: str
     text_model: TextModel
     backbone: str = "dcnv2"
     args: tuple[str, ...] = ()
     seed: int = 42
+    config: str = PRETRAIN_CONFIG
 
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the quality table: a finetuning variant (`mode` id / text / joint), its backbone, its PLM
-    (None for ID-only rows), the pretraining it starts from (None = from scratch) and extra finetune flags.
-    `towers` = (tabular row, text row): a joint row "trained from these two" instead, starting from the finetuned
-    models of those rows (same seed; the text row's `text_tower_seed` when set)."""
+    """One line of the quality table: a finetuning variant (`mode` id / text / joint), its backbone, its PLM (None
+    for ID-only rows), the pretraining it starts from (None = from scratch; `pretraining_epoch`: that epoch's
+    checkpoint instead of the final model), the finetune `config` plus `args`, and the validation `grid`."""
 
     name: str
     mode: str
     backbone: str = "dcnv2"
     text_model: TextModel | None = None
     pretraining: str | None = None
+    pretraining_epoch: int | None = None
     args: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
-    towers: tuple[str, str] | None = None
-    text_tower_seed: int | None = None
+    grid: tuple[GridPoint, ...] = (REFERENCE,)
+    config: str = FINETUNE_CONFIG
 
 
 @dataclass
 class Suite:
-    """Data, base configs, pretrainings and rows of one benchmark."""
+    """Data, pretrainings and rows of one benchmark."""
 
     dataset: str
     tokenizer_model: str
     output_dir: str
     rows: list[Row]
     pretrainings: dict[str, Pretraining] = field(default_factory=dict)
-    finetune_config: str = str(QUALITY_CONFIGS / "finetune_cpu.yaml")
-    pretrain_config: str = str(QUALITY_CONFIGS / "pretrain_cpu.yaml")
     max_length: int = 80
     common_args: tuple[str, ...] = ()
 
@@ -137,85 +139,42 @@ class Suite:
         return next(row for row in self.rows if row.name == name)
 
 
-FIVE_SEEDS = (0, 1, 2, 3, 4)  # the rows of claim 2: DCNv2's seed-to-seed spread on test is large
+MINILM_2 = TextModel("minilm", num_layers=2)
+MEAN_POOLING = flags("--text_pooling mean")
 
 
 def default_suite(output_dir: str = "outputs/quality") -> Suite:
-    """movielens-100k on CPU: ID-only baselines, FLIP_ID / FLIP / FLIP_PLM with a 2-layer MiniLM, PLM-only,
-    and the loss ablations of FLIP_ID (each with its own pretraining), in priority order."""
-    minilm2 = TextModel("minilm", num_layers=2)
-    mean = ("--text_pooling", "mean")
-    text_mean, alpha_half = (*CPU_TEXT_ARGS, *mean), ("--joint_alpha_init", "0.5")
-    stacked = (*cpu_text_args(max_steps=100, eval_steps=50), *mean, *alpha_half)
+    """movielens-100k on a 2-core CPU, reference recipe: the ID-only baselines, FLIP_ID from a 10-epoch pretraining
+    (curve over epochs 1, 3, 10) and the loss ablations at 3 epochs each, every ID row over `ID_GRID`."""
+    reference = Pretraining("ref10", MINILM_2, args=MEAN_POOLING)
+    three_epochs = (*MEAN_POOLING, "--num_train_epochs", "3")
     pretrainings = {
-        "flip": Pretraining("flip", minilm2, args=CPU_PRETRAIN_ARGS),
-        # all-MiniLM-L6-v2 is a mean-pooling sentence model: the first-token state of its first 2 layers is the same
-        # vector for every prompt (cosine > 0.99999), so the default `cls` pooling gives ICL nothing to align
-        "flip_mean": Pretraining("flip_mean", minilm2, args=(*CPU_PRETRAIN_ARGS, *mean)),
-        # the equal-budget ablation set (300 steps each, after the MTM-bias fix)
-        "p300": Pretraining("p300", minilm2, args=CPU_PRETRAIN_300_ARGS),
+        "ref10": reference,
+        "ref3": Pretraining("ref3", MINILM_2, args=three_epochs),
         **{
-            f"p300_no_{loss}": Pretraining(
-                f"p300_no_{loss}", minilm2, args=(*CPU_PRETRAIN_300_ARGS, f"--use_{loss}", "false")
-            )
+            f"ref3_no_{loss}": Pretraining(f"ref3_no_{loss}", MINILM_2, args=(*three_epochs, f"--use_{loss}", "false"))
             for loss in ("icl", "mlm", "mtm")
         },
-        "p300_mtm_softmax": Pretraining(
-            "p300_mtm_softmax", minilm2, args=(*CPU_PRETRAIN_300_ARGS, "--mtm_loss", "softmax")
-        ),
-        "p300_deepfm": Pretraining("p300_deepfm", minilm2, backbone="deepfm", args=CPU_PRETRAIN_300_ARGS),
-        "p300_minilm6": Pretraining("p300_minilm6", TextModel("minilm"), args=CPU_PRETRAIN_300_ARGS),
-        # one full epoch (1,250 steps of 64 rows), capped at 35 minutes: does a longer pretraining move FLIP_ID?
-        "p1250": Pretraining(
-            "p1250", minilm2, args=(*CPU_PRETRAIN_300_ARGS, "--max_steps", "1250", "--max_train_minutes", "35")
-        ),
     }
     rows = [
-        Row("DCNv2", "id", "dcnv2", seeds=FIVE_SEEDS),
-        Row("DeepFM", "id", "deepfm"),
-        Row("AutoInt", "id", "autoint"),
-        Row("FLIP_ID-DCNv2", "id", pretraining="flip", seeds=FIVE_SEEDS),
-        Row("FLIP_ID-DCNv2 (mean pooling)", "id", pretraining="flip_mean", seeds=FIVE_SEEDS),
-        Row("PLM-only (mean pooling)", "text", text_model=minilm2, args=text_mean),
-        Row("FLIP-DCNv2 (joint)", "joint", text_model=minilm2, pretraining="flip", args=CPU_TEXT_ARGS, seeds=(0,)),
-        Row("PLM-only", "text", text_model=minilm2, args=CPU_TEXT_ARGS, seeds=(0,)),
-        Row("FLIP_ID-DCNv2 [300 steps]", "id", pretraining="p300", seeds=FIVE_SEEDS),
+        Row("DCNv2", "id", "dcnv2", grid=ID_GRID),
+        Row("DeepFM", "id", "deepfm", grid=ID_GRID),
+        Row("AutoInt", "id", "autoint", grid=ID_GRID),
         *[
-            Row(f"FLIP_ID-DCNv2 [300 steps] w/o {loss.upper()}", "id", pretraining=f"p300_no_{loss}")
-            for loss in ("mtm", "icl", "mlm")
+            Row(
+                f"FLIP_ID-DCNv2 [ref10 epoch {epoch}]",
+                "id",
+                pretraining="ref10",
+                pretraining_epoch=epoch,
+                grid=ID_GRID,
+            )
+            for epoch in (1, 3, 10)
         ],
-        Row("FLIP_ID-DCNv2 [300 steps] MTM softmax", "id", pretraining="p300_mtm_softmax"),
-        Row("FLIP_ID-DeepFM [300 steps]", "id", pretraining="p300_deepfm"),
-        Row("FLIP_ID-DCNv2 [300 steps] MiniLM-L6", "id", pretraining="p300_minilm6"),
-        Row("FLIP_ID-DCNv2 [1 epoch]", "id", pretraining="p1250"),
-        Row("FLIP_PLM [300 steps]", "text", text_model=minilm2, pretraining="p300", args=text_mean),
-        # the joint model at the text rows' budget, with and without FLIP pretraining (PROTOCOL.md's third reference)
-        Row("FLIP-DCNv2 (joint) [300 steps]", "joint", text_model=minilm2, pretraining="p300", args=text_mean),
-        Row("ID+PLM joint (mean pooling)", "joint", text_model=minilm2, args=text_mean),
-        # alpha starts at 0 (the reference's: the text logit alone) and Adam moves it ~1e-3 per step, so in 300 steps
-        # the joint logit stays mostly the weaker text tower's; the same two rows with both towers mixed from step 0
+        Row("FLIP_ID-DCNv2 [ref3]", "id", pretraining="ref3", grid=ID_GRID),
         *[
-            Row(f"{name} alpha 0.5", "joint", text_model=minilm2, pretraining=key, args=(*text_mean, *alpha_half))
-            for name, key in (("FLIP-DCNv2 (joint) [300 steps]", "p300"), ("ID+PLM joint (mean pooling)", None))
+            Row(f"FLIP_ID-DCNv2 [ref3] w/o {loss.upper()}", "id", pretraining=f"ref3_no_{loss}", grid=ID_GRID)
+            for loss in ("icl", "mlm", "mtm")
         ],
-        # "trained from these two" (PROTOCOL.md's joint reference): the joint model starts from the separately
-        # finetuned ID and text towers (alpha 0.5) and trains 100 more steps; the text tower of the run without
-        # pretraining is PLM-only's seed 0 for every seed (the other seeds' models were not kept)
-        Row(
-            "FLIP (joint) from FLIP_ID + FLIP_PLM",
-            "joint",
-            text_model=minilm2,
-            args=stacked,
-            towers=("FLIP_ID-DCNv2 [300 steps]", "FLIP_PLM [300 steps]"),
-        ),
-        Row(
-            "ID+PLM joint from DCNv2 + PLM-only",
-            "joint",
-            text_model=minilm2,
-            args=stacked,
-            towers=("DCNv2", "PLM-only (mean pooling)"),
-            text_tower_seed=0,
-        ),
     ]
     return Suite(
         dataset="movielens-100k",
@@ -228,6 +187,10 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
 
 
 # ----------------------------------------------------------------------------------------------------- running
+
+
+def slugify(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def hardware() -> str:
@@ -272,41 +235,85 @@ def text_model_path(text_model: TextModel, output_dir: str) -> str:
     return target
 
 
-def run_pretraining(suite: Suite, spec: Pretraining, data: str) -> str:
-    """The checkpoint folder of `spec`, pretrained with `training.pretrain.main` unless it already finished."""
-    out = os.path.join(suite.output_dir, "pretrain", spec.key)
-    if os.path.isfile(os.path.join(out, "results.json")):
+def pretraining_dir(suite: Suite, key: str) -> Path:
+    return Path(suite.output_dir, "pretrain", key)
+
+
+def pretraining_finished(folder: Path) -> bool:
+    return (folder / "results.json").is_file()
+
+
+def epoch_checkpoints(folder: Path) -> dict[int, Path]:
+    """{epoch: checkpoint folder} of the complete checkpoints saved at the end of an epoch."""
+    found = {}
+    for state_path in folder.glob("checkpoint-*/trainer_state.json"):
+        epoch = json.loads(state_path.read_text())["epoch"]
+        if abs(epoch - round(epoch)) < 1e-6:
+            found[round(epoch)] = state_path.parent
+    return dict(sorted(found.items()))
+
+
+def run_pretraining(suite: Suite, spec: Pretraining, data: str) -> Path:
+    """Pretrain `spec` with `training.pretrain.main`, resuming from its last complete checkpoint when a previous
+    segment was interrupted; each segment's wall time, hardware and steps go to `quality_segments.json`."""
+    out = pretraining_dir(suite, spec.key)
+    if pretraining_finished(out):
         return out
     text_model = text_model_path(spec.text_model, suite.output_dir)
-    argv = [suite.pretrain_config, "--dataset", data, "--text_model", text_model, "--backbone", spec.backbone]
-    argv += ["--output_dir", out, "--seed", str(spec.seed), *suite.common_args, *spec.args]
-    hw = hardware()
+    argv = [spec.config, "--dataset", data, "--text_model", text_model, "--backbone", spec.backbone]
+    argv += ["--output_dir", str(out), "--seed", str(spec.seed), *suite.common_args, *spec.args]
+    resumed_from = max(epoch_checkpoints(out).values(), default=None, key=lambda p: int(p.name.split("-")[1]))
+    if resumed_from is not None:
+        argv += ["--resume_from_checkpoint", str(resumed_from)]
+    segment = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hardware": hardware(), "resumed_from": resumed_from}
+    start = time.time()
     results = pretrain.main(argv)
-    record = {"key": spec.key, **results, "hardware": hw, "library_hardware": results.get("hardware")}
-    write_json(os.path.join(out, "quality_pretraining.json"), record)
+    segment |= {"wall_time_s": round(time.time() - start, 1), "steps_at_end": results["train_steps"]}
+    segment["resumed_from"] = str(resumed_from) if resumed_from else None
+    segments = json.loads((out / SEGMENTS_NAME).read_text()) if (out / SEGMENTS_NAME).is_file() else []
+    write_json(str(out / SEGMENTS_NAME), [*segments, segment])
+    record = {
+        "key": spec.key,
+        **results,
+        "wall_time_s": sum(s["wall_time_s"] for s in [*segments, segment]),
+        "hardware": segment["hardware"],
+        "library_hardware": results.get("hardware"),
+    }
+    write_json(str(out / "quality_pretraining.json"), record)
     return out
 
 
-def finetune_argv(
-    suite: Suite, row: Row, seed: int, data: str, init_from: str | None, out: str, tabular_from: str | None = None
-) -> list[str]:
-    """`training.finetune` arguments of one cell: base config, data, mode, backbone or checkpoint, seed, row flags."""
-    argv = [suite.finetune_config, "--dataset", data, "--ctr_mode", row.mode, "--output_dir", out, "--seed", str(seed)]
+def pretraining_start(suite: Suite, row: Row) -> Path | None:
+    """The folder a row's finetuning starts from (final model or the named epoch's checkpoint); None while the
+    pretraining has not got there yet."""
+    folder = pretraining_dir(suite, row.pretraining)
+    if row.pretraining_epoch is None:
+        return folder if pretraining_finished(folder) else None
+    checkpoint = epoch_checkpoints(folder).get(row.pretraining_epoch)
+    if checkpoint is None and pretraining_finished(folder):
+        raise ValueError(
+            f"pretraining {row.pretraining!r} finished without a checkpoint at epoch {row.pretraining_epoch}"
+        )
+    return checkpoint
+
+
+def finetune_argv(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, init_from, out: str) -> list[str]:
+    """`training.finetune` arguments of one cell: config, data, mode, backbone or checkpoint, seed, row and grid
+    flags."""
+    argv = [row.config, "--dataset", data, "--ctr_mode", row.mode, "--output_dir", out, "--seed", str(seed)]
     if row.text_model is not None:
         argv += ["--text_model", text_model_path(row.text_model, suite.output_dir)]
-    argv += ["--init_from", init_from] if init_from else ["--backbone", row.backbone]
-    argv += ["--init_tabular_from", tabular_from] if tabular_from else []
-    return argv + list(suite.common_args) + list(row.args)
+    argv += ["--init_from", str(init_from)] if init_from else ["--backbone", row.backbone]
+    return argv + list(suite.common_args) + list(row.args) + list(point.args)
 
 
-def cell_path(suite: Suite, row: Row, seed: int, suffix: str = ".json") -> str:
-    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in row.name)
-    return os.path.join(suite.output_dir, "cells", slug, f"seed{seed}{suffix}")
+def cell_path(suite: Suite, row: Row, point: GridPoint, seed: int, suffix: str = ".json") -> Path:
+    return Path(suite.output_dir, "cells", slugify(row.name), point.slug, f"seed{seed}{suffix}")
 
 
-def run_dir(suite: Suite, row: Row, seed: int) -> str:
-    """Where `training.finetune` writes the best model of one (row, seed)."""
-    return os.path.join(suite.output_dir, "runs", Path(cell_path(suite, row, seed)).parent.name, f"seed{seed}")
+def run_dir(suite: Suite, row: Row, point: GridPoint, seed: int) -> str:
+    """Where `training.finetune` writes the best model of one cell."""
+    return os.path.join(suite.output_dir, "runs", slugify(row.name), point.slug, f"seed{seed}")
 
 
 def score_test(model_dir: str, data: str) -> tuple[np.ndarray, np.ndarray]:
@@ -328,27 +335,23 @@ def score_test(model_dir: str, data: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(test["labels"]), probs
 
 
-def run_cell(suite: Suite, row: Row, seed: int, data: str) -> dict:
-    """Finetune one (row, seed), cache the record (JSON); ID-only rows also keep their test probabilities (.npz,
-    for the ROC / calibration plots; a second test pass of a text tower is too slow on CPU)."""
-    init_from = run_pretraining(suite, suite.pretrainings[row.pretraining], data) if row.pretraining else None
-    tabular_from = None
-    if row.towers:
-        tabular_row, text_row = (suite.row(name) for name in row.towers)
-        tabular_from = run_dir(suite, tabular_row, seed)
-        init_from = run_dir(suite, text_row, seed if row.text_tower_seed is None else row.text_tower_seed)
-    out = run_dir(suite, row, seed)
-    argv = finetune_argv(suite, row, seed, data, init_from, out, tabular_from)
+def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, init_from: Path | None) -> dict:
+    """Finetune one (row, grid point, seed) and cache its record (JSON); ID rows also keep their test
+    probabilities (.npz, for the ROC / calibration plots)."""
+    out = run_dir(suite, row, point, seed)
+    argv = finetune_argv(suite, row, point, seed, data, init_from, out)
     hw = hardware()
     results = finetune.main(argv)
     for checkpoint in Path(out).glob("checkpoint-*"):  # the final folder holds the best model
         shutil.rmtree(checkpoint, ignore_errors=True)
-    os.makedirs(os.path.dirname(cell_path(suite, row, seed)), exist_ok=True)
+    path = cell_path(suite, row, point, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if row.mode == "id":
         labels, probs = score_test(out, data)
-        np.savez_compressed(cell_path(suite, row, seed, ".npz"), labels=labels, probs=probs)
+        np.savez_compressed(cell_path(suite, row, point, seed, ".npz"), labels=labels, probs=probs)
     record = {
         "row": row.name,
+        "grid_point": point.label,
         "seed": seed,
         "row_spec": asdict(row),
         "argv": ["python", "-m", "training.finetune", *argv],
@@ -361,10 +364,10 @@ def run_cell(suite: Suite, row: Row, seed: int, data: str) -> dict:
         "validation_logloss": results["validation"].get("eval_logloss"),
         "epoch": results["test"].get("epoch"),
         "wall_time_s": results["wall_time_s"],
-        "pretraining": pretraining_record(init_from) if row.pretraining else None,
+        "pretraining": pretraining_record(init_from),
         "finetune_results": results,
     }
-    write_json(cell_path(suite, row, seed), record)
+    write_json(str(path), record)
     return record
 
 
@@ -380,68 +383,90 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def pretraining_record(init_from: str | None) -> dict | None:
-    """Key facts of the pretraining a cell started from (wall time, hardware, steps, validation losses)."""
+def pretraining_record(init_from: Path | None) -> dict | None:
+    """The checkpoint a cell started from: its epoch, step and the validation losses logged at that point."""
     if not init_from:
         return None
-    info = json.loads(Path(init_from, "quality_pretraining.json").read_text())
+    state_path = init_from / "trainer_state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    evals = [entry for entry in state.get("log_history", []) if "eval_loss" in entry]
     return {
-        "checkpoint": init_from,
-        "wall_time_s": info["wall_time_s"],
-        "hardware": info["hardware"],
-        "validation": info["validation"],
+        "checkpoint": str(init_from),
+        "epoch": state.get("epoch"),
+        "global_step": state.get("global_step"),
+        "validation": evals[-1] if evals else None,
     }
 
 
 def run_rows(suite: Suite, names: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[str]:
-    """Run the unfinished cells of the named rows (all by default) in suite order; a failing cell is logged and
-    skipped. Returns the names of the failed cells."""
-    data = prepared_data(suite)
-    rows = [row for row in suite.rows if names is None or row.name in names]
+    """Run the unfinished cells of the named rows (all by default) in suite order, every grid point x seed; a
+    failing cell is logged and skipped, a cell whose pretraining is not there yet is skipped with a message.
+    Returns the names of the failed cells."""
     unknown = set(names or ()) - {row.name for row in suite.rows}
     if unknown:
         raise ValueError(f"unknown rows {sorted(unknown)}; known: {[row.name for row in suite.rows]}")
+    data = prepared_data(suite)
     failed = []
-    for row in rows:
-        for seed in seeds or row.seeds:
-            if os.path.isfile(cell_path(suite, row, seed)):
-                continue
-            print(f"[quality] {row.name} seed {seed} ({time.strftime('%H:%M:%S')})", flush=True)
-            try:
-                run_cell(suite, row, seed, data)
-            except Exception:  # noqa: BLE001  (one failing cell must not stop the others)
-                traceback.print_exc()
-                failed.append(f"{row.name}/seed{seed}")
+    for row in [row for row in suite.rows if names is None or row.name in names]:
+        init_from = pretraining_start(suite, row) if row.pretraining else None
+        if row.pretraining and init_from is None:
+            epoch = f" epoch {row.pretraining_epoch}" if row.pretraining_epoch else ""
+            print(f"[quality] {row.name}: waiting for pretraining {row.pretraining!r}{epoch} (quality.py pretrain)")
+            continue
+        for point in row.grid:
+            for seed in seeds or row.seeds:
+                if cell_path(suite, row, point, seed).is_file():
+                    continue
+                print(f"[quality] {row.name} [{point.label}] seed {seed} ({time.strftime('%H:%M:%S')})", flush=True)
+                try:
+                    run_cell(suite, row, point, seed, data, init_from)
+                except Exception:  # noqa: BLE001  (one failing cell must not stop the others)
+                    traceback.print_exc()
+                    failed.append(f"{row.name}/{point.label}/seed{seed}")
     return failed
 
 
 # ----------------------------------------------------------------------------------------------------- table
 
 
-def load_cells(suite: Suite) -> dict[str, list[dict]]:
-    """Finished cell records per row name, in suite row order (rows without a finished cell are left out)."""
-    cells = {}
+def load_cells(suite: Suite) -> dict[str, dict[str, list[dict]]]:
+    """Finished cell records per row name and grid point label, in suite order (empty ones left out)."""
+    cells: dict[str, dict[str, list[dict]]] = {}
     for row in suite.rows:
-        folder = Path(cell_path(suite, row, 0)).parent
-        records = [json.loads(path.read_text()) for path in sorted(folder.glob("seed*.json"))]
-        if records:
-            cells[row.name] = records
+        for point in row.grid:
+            folder = cell_path(suite, row, point, 0).parent
+            records = [json.loads(path.read_text()) for path in sorted(folder.glob("seed*.json"))]
+            if records:
+                cells.setdefault(row.name, {})[point.label] = records
     return cells
 
 
+def selected_cells(suite: Suite) -> dict[str, list[dict]]:
+    """Per row, the records of its grid point with the highest mean validation AUC, among the points that have
+    every seed of the row (test AUC is never looked at); the records carry the full-test-split metrics."""
+    chosen = {}
+    for name, points in load_cells(suite).items():
+        complete = {label: records for label, records in points.items() if len(records) == len(suite.row(name).seeds)}
+        if not complete:
+            continue
+        label = max(complete, key=lambda label: np.mean([r["validation_auc"] for r in complete[label]]))
+        chosen[name] = [{**record, **full_test_metrics(suite, record)} for record in complete[label]]
+    return chosen
+
+
 def full_test_metrics(suite: Suite, record: dict) -> dict:
-    """The cell's test AUC / LogLoss / row count: from quality.py's own scoring of the saved best model on the full
-    test split (`.npz`) when there is one, else the finetune script's test pass. (Cells run while the library's
-    demo config bounded the script's test pass to 3,000 rows are thereby still reported on all 10,000 rows.)"""
+    """The cell's test AUC / LogLoss / row count from quality.py's own scoring of the saved best model (`.npz`)
+    when there is one, else the finetune script's test pass."""
     from training.ctr_metrics import ctr_metrics
 
-    npz = Path(cell_path(suite, suite.row(record["row"]), record["seed"], ".npz"))
+    row = suite.row(record["row"])
+    point = next(point for point in row.grid if point.label == record["grid_point"])
+    npz = cell_path(suite, row, point, record["seed"], ".npz")
     if npz.is_file():
         scores = np.load(npz)
         metrics = ctr_metrics(scores["labels"], scores["probs"])
         return {"test_auc": metrics["auc"], "test_logloss": metrics["logloss"], "test_rows": len(scores["labels"])}
-    rows = record.get("test_rows") or record["finetune_results"].get("test_rows")
-    return {"test_auc": record["test_auc"], "test_logloss": record["test_logloss"], "test_rows": rows}
+    return {"test_auc": record["test_auc"], "test_logloss": record["test_logloss"], "test_rows": record["test_rows"]}
 
 
 def summarize(records: list[dict]) -> dict:
@@ -451,16 +476,16 @@ def summarize(records: list[dict]) -> dict:
         values = np.array([record[key] for record in records], dtype=float)
         return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
-    pre = records[0]["pretraining"]
     return {
         "auc": stats("test_auc"),
         "logloss": stats("test_logloss"),
         "val_auc": stats("validation_auc")[0],
         "seeds": len(records),
+        "grid_point": records[0]["grid_point"],
         "epochs": float(np.mean([record.get("epoch") or np.nan for record in records])),
         "test_rows": sorted({record.get("test_rows") for record in records}, key=str),
         "wall_time_s": float(np.mean([record["wall_time_s"] for record in records])),
-        "pretrain_wall_time_s": pre["wall_time_s"] if pre else None,
+        "pretraining": records[0]["pretraining"],
         "hardware": records[0]["hardware"],
     }
 
@@ -476,65 +501,74 @@ def verdict(summary: dict, base: dict) -> str:
     return f"{'beats' if diff > 0 else 'below'} ({diff:+.4f}, 2 std = {noise:.4f})"
 
 
+def describe_start(row: Row, summary: dict) -> str:
+    """`ref10` epoch 3 (step 939), `ref10` (its final model) or none."""
+    pre = summary["pretraining"]
+    if not pre:
+        return "none"
+    if row.pretraining_epoch is None:
+        return f"`{row.pretraining}`"
+    return f"`{row.pretraining}` epoch {pre['epoch']:g} (step {pre['global_step']})"
+
+
 def markdown_table(suite: Suite) -> str:
-    """The quality table of the finished cells (RelaImpr and verdict against the DCNv2 row)."""
-    cells = load_cells(suite)
-    cells = {name: [{**r, **full_test_metrics(suite, r)} for r in records] for name, records in cells.items()}
-    summaries = {name: summarize(records) for name, records in cells.items()}
+    """The quality table of the rows whose chosen grid point has every seed (RelaImpr and verdict vs DCNv2)."""
+    summaries = {name: summarize(records) for name, records in selected_cells(suite).items()}
     base = summaries.get(BASE_ROW)
     header = (
-        "| model | PLM | pretraining | test AUC | test LogLoss | val AUC | RelaImpr vs DCNv2 | vs DCNv2 (2-std rule) "
-        "| seeds | test rows | epochs trained | wall time / run | hardware |"
+        "| model | PLM | pretraining | grid point (chosen on val) | test AUC | test LogLoss | val AUC "
+        "| RelaImpr vs DCNv2 | vs DCNv2 (2-std rule) | seeds | epochs trained | wall time / run | hardware |"
     )
     lines = [header, "|" + "---|" * 13]
     for name, s in summaries.items():
         row = suite.row(name)
-        plm = (
-            row.text_model.label
-            if row.text_model
-            else (
-                suite.pretrainings[row.pretraining].text_model.label + " (pretraining only)"
-                if row.pretraining
-                else "-"
-            )
-        )
-        pre = (
-            f"towers of {' + '.join(row.towers)}"
-            if row.towers
-            else f"`{row.pretraining}` ({s['pretrain_wall_time_s']:.0f} s, once)"
-            if row.pretraining
-            else "none"
-        )
-        test_rows = "/".join(map(str, s["test_rows"]))
+        text_model = row.text_model or (suite.pretrainings[row.pretraining].text_model if row.pretraining else None)
+        plm = text_model.label if text_model else "-"
         rel = f"{rela_impr(s['auc'][0], base['auc'][0]):+.2f}%" if base else "n/a"
         vs = "(base)" if name == BASE_ROW else verdict(s, base) if base else "n/a"
         lines.append(
-            f"| {name} | {plm} | {pre} | {s['auc'][0]:.4f} ± {s['auc'][1]:.4f} | {s['logloss'][0]:.4f} ± "
-            f"{s['logloss'][1]:.4f} | {s['val_auc']:.4f} | {rel} | {vs} | {s['seeds']} | {test_rows} "
-            f"| {s['epochs']:.2f} | {s['wall_time_s']:.0f} s "
-            f"| {s['hardware']} |"
+            f"| {name} | {plm} | {describe_start(row, s)} | {s['grid_point']} | {s['auc'][0]:.4f} ± "
+            f"{s['auc'][1]:.4f} | {s['logloss'][0]:.4f} ± {s['logloss'][1]:.4f} | {s['val_auc']:.4f} | {rel} | {vs} "
+            f"| {s['seeds']} | {s['epochs']:.1f} | {s['wall_time_s']:.0f} s | {s['hardware']} |"
         )
     return "\n".join(lines)
 
 
+def grid_table(suite: Suite) -> str:
+    """Every grid point of every row: mean validation AUC (the selection criterion) and the seeds done."""
+    cells = load_cells(suite)
+    labels = list(dict.fromkeys(point.label for row in suite.rows for point in row.grid if row.name in cells))
+    lines = ["| row | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for name, points in cells.items():
+        values = []
+        for label in labels:
+            records = points.get(label, [])
+            mean = np.mean([r["validation_auc"] for r in records]) if records else None
+            values.append(f"{mean:.4f} ({len(records)})" if records else "-")
+        lines.append(f"| {name} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 def pretraining_table(suite: Suite) -> str:
-    """One line per finished pretraining: PLM, steps and epochs done, wall time, final validation losses."""
-    lines = [
-        "| pretraining | PLM | flags | steps | epochs | wall time | val ICL / MLM / MTM loss | hardware |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    """One line per pretraining with at least one epoch: PLM, flags, epochs and steps done, wall time, the last
+    validation ICL / MLM / MTM losses."""
+    header = "| pretraining | PLM | flags | epochs | steps | wall time | val ICL / MLM / MTM | status | hardware |"
+    lines = [header, "|" + "---|" * 9]
     for key, spec in suite.pretrainings.items():
-        info_path = Path(suite.output_dir, "pretrain", key, "quality_pretraining.json")
-        if not info_path.is_file():
+        folder = pretraining_dir(suite, key)
+        checkpoints = epoch_checkpoints(folder)
+        if not checkpoints:
             continue
-        info = json.loads(info_path.read_text())
-        val = info["validation"]
-        states = sorted(Path(info_path.parent).glob("checkpoint-*/trainer_state.json"))
-        steps = max((json.loads(state.read_text())["global_step"] for state in states), default=None)
+        state = json.loads((list(checkpoints.values())[-1] / "trainer_state.json").read_text())
+        val = [entry for entry in state["log_history"] if "eval_loss" in entry][-1]
         losses = " / ".join(f"{val.get(f'eval_{name}_loss', float('nan')):.3f}" for name in ("icl", "mlm", "mtm"))
+        segments = json.loads((folder / SEGMENTS_NAME).read_text()) if (folder / SEGMENTS_NAME).is_file() else []
+        wall = f"{sum(s['wall_time_s'] for s in segments):.0f} s" if segments else "running"
+        status = "finished" if pretraining_finished(folder) else "interrupted / running"
+        hw = segments[0]["hardware"] if segments else "-"
         lines.append(
-            f"| `{key}` | {spec.text_model.label} | `{' '.join(spec.args)}` | {steps} | {val.get('epoch', 0):.3f} "
-            f"| {info['wall_time_s']:.0f} s | {losses} | {info['hardware']} |"
+            f"| `{key}` | {spec.text_model.label} | `{' '.join(spec.args)}` | {max(checkpoints)} "
+            f"| {state['global_step']} | {wall} | {losses} | {status} | {hw} |"
         )
     return "\n".join(lines)
 
@@ -556,27 +590,40 @@ def replace_section(path: str, body: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "table", "list"])
+    parser.add_argument("command", choices=["pretrain", "run", "table", "list"])
     parser.add_argument("--output_dir", default="outputs/quality", help="cells, pretrainings, runs, data")
-    parser.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: each row's seeds)")
-    parser.add_argument("--write_results", default=None, help="also write the table into this file's section")
+    parser.add_argument("--keys", default=None, help="pretrain: comma-separated pretraining keys")
+    parser.add_argument("--rows", default=None, help="run: comma-separated row names (default: all)")
+    parser.add_argument("--seeds", default=None, help="run: comma-separated seeds (default: each row's seeds)")
+    parser.add_argument("--write_results", default=None, help="table: also write the tables into this file")
     parser.add_argument("--notes", default=None, help="Markdown around the tables ({{TABLES}} marks where they go)")
     args = parser.parse_args(argv)
     suite = default_suite(args.output_dir)
     if args.command == "list":
-        print("\n".join(row.name for row in suite.rows))
+        print("\n".join([*suite.pretrainings, *(row.name for row in suite.rows)]))
+    elif args.command == "pretrain":
+        keys = args.keys.split(",") if args.keys else list(suite.pretrainings)
+        data = prepared_data(suite)
+        for key in keys:
+            print(f"[quality] pretraining {key} ({time.strftime('%H:%M:%S')})", flush=True)
+            run_pretraining(suite, suite.pretrainings[key], data)
     elif args.command == "run":
         names = args.rows.split(",") if args.rows else None
         seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
         failed = run_rows(suite, names, seeds)
         print(f"[quality] done; failed cells: {failed or 'none'}", flush=True)
     else:
-        table = markdown_table(suite) + "\n\nPretraining runs:\n\n" + pretraining_table(suite)
-        print(table)
+        tables = (
+            markdown_table(suite)
+            + "\n\nValidation AUC of every grid point (mean over the seeds done, count in brackets):\n\n"
+            + grid_table(suite)
+            + "\n\nPretraining runs:\n\n"
+            + pretraining_table(suite)
+        )
+        print(tables)
         if args.write_results:
             notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
-            replace_section(args.write_results, notes.replace("{{TABLES}}", table) if notes else table)
+            replace_section(args.write_results, notes.replace("{{TABLES}}", tables) if notes else tables)
 
 
 if __name__ == "__main__":

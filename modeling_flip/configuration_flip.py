@@ -93,6 +93,11 @@ class FlipConfig(PreTrainedConfig):
             `"joint"` mode: initial value of the learned weight alpha of the ID logit (logit = alpha * z_id +
             (1 - alpha) * z_text + b). 0 is the reference's (the model starts as the text tower alone); Adam moves
             alpha by about the learning rate per step, so short finetunings may start it higher, e.g. 0.5.
+        embedding_l2 (`float`, *optional*, defaults to 0.0):
+            CTR finetuning, training only: add `embedding_l2 * (|E|^2 + |E_linear|^2)` (the squared Frobenius norms
+            of the ID embedding and first-order tables, as the reference's DeepCTR regulariser) to the batch's mean
+            BCE loss. The reference adds 1e-3 to a batch-**summed** BCE for FLIP_ID (batch 1024: 1e-3 / 1024 here)
+            and 1e-4 to a mean BCE for the joint model.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal init of new linear layers.
         embedding_init_std (`float`, *optional*, defaults to 1e-4):
@@ -131,6 +136,7 @@ class FlipConfig(PreTrainedConfig):
     mtm_embedding_dim: int = 32
     ctr_mode: str = "joint"
     joint_alpha_init: float = 0.0
+    embedding_l2: float = 0.0
     initializer_range: float = 0.02
     embedding_init_std: float = 1e-4
 
@@ -191,7 +197,7 @@ class FlipConfig(PreTrainedConfig):
             )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
-        for name in ("icl_weight", "mlm_weight", "mtm_weight"):
+        for name in ("icl_weight", "mlm_weight", "mtm_weight", "embedding_l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not (self.use_icl or self.use_mlm or self.use_mtm):

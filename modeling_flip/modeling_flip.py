@@ -160,7 +160,7 @@ class FlipCTROutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` scalar): `joint_loss + id_loss + text_loss` in `"joint"` mode, else the one
-            tower's BCE.
+            tower's BCE; in training, plus `l2_loss` when `config.embedding_l2 > 0`.
         logits (`torch.FloatTensor` of shape `(B,)`): final click logits.
         id_logits (`torch.FloatTensor` of shape `(B,)`): tabular tower logits (modes `"id"`, `"joint"`).
         text_logits (`torch.FloatTensor` of shape `(B,)`): text tower logits (modes `"text"`, `"joint"`).
@@ -168,6 +168,7 @@ class FlipCTROutput(ModelOutput):
         id_loss (`torch.FloatTensor` scalar): BCE of `id_logits`.
         text_loss (`torch.FloatTensor` scalar): BCE of `text_logits`.
         alpha (`torch.FloatTensor` scalar): weight of the ID logit in `"joint"` mode.
+        l2_loss (`torch.FloatTensor` scalar): `embedding_l2 * (|E|^2 + |E_linear|^2)` (training, when > 0).
     """
 
     loss: torch.FloatTensor | None = None
@@ -178,6 +179,7 @@ class FlipCTROutput(ModelOutput):
     id_loss: torch.FloatTensor | None = None
     text_loss: torch.FloatTensor | None = None
     alpha: torch.FloatTensor | None = None
+    l2_loss: torch.FloatTensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -330,6 +332,8 @@ class FlipPreTrainedModel(PreTrainedModel):
         elif isinstance(module, FlipMLMHead):
             init.zeros_(module.bias)
         elif isinstance(module, FlipMTMHead):
+            bound = 1.0 / math.sqrt(config.mtm_embedding_dim)  # the reference's output table init, U(+-1/sqrt(M))
+            init.uniform_(module.feature_embeddings.weight, -bound, bound)
             # The output bias starts at log q (the reference's `log q + log V`, minus its `log V` in the score):
             # every candidate then starts at NCE log-odds -log K instead of the rare features' -log(K q).
             noise_probs = uniform_noise_probs(config.field_vocab_sizes)
@@ -670,6 +674,8 @@ class FlipForCTR(FlipPreTrainedModel):
     - `"joint"`: logit = alpha * z_id + (1 - alpha) * z_text + b, alpha an unconstrained scalar initialised at
       `config.joint_alpha_init` (0 by default: the reference's);
       loss = BCE(logit) + BCE(z_id) + BCE(z_text).
+
+    In training, `config.embedding_l2 > 0` adds the reference's L2 penalty on the ID tables to the loss (`l2_loss`).
     """
 
     _keys_to_ignore_on_load_unexpected = _HEAD_KEY_PATTERNS
@@ -726,6 +732,12 @@ class FlipForCTR(FlipPreTrainedModel):
             output.loss = sum(
                 loss for loss in (output.joint_loss, output.id_loss, output.text_loss) if loss is not None
             )
+            if self.training and self.config.embedding_l2 > 0 and mode != "text":
+                tables = self.flip.tabular_model
+                output.l2_loss = self.config.embedding_l2 * (
+                    tables.embeddings.weight.pow(2).sum() + tables.linear.weight.pow(2).sum()
+                )
+                output.loss = output.loss + output.l2_loss
         return output
 
 

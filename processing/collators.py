@@ -1,18 +1,20 @@
 """Collators: dynamic padding, field-level MLM/MTM masking for pretraining, and CTR batches.
 
-Masking randomness lives here, with the collator's own `torch.Generator`, never in `Dataset.map` (masks must
-change every epoch) and never in the model's `forward`.
+Masking randomness lives here, never in `Dataset.map` (masks must change every epoch) and never in the model's
+`forward`. A batch's masks are drawn from a `torch.Generator` seeded with (collator seed, the batch's rows in
+order): a function of the batch, not of how many batches came before. So a run resumed mid-epoch draws the masks of
+the uninterrupted run, DataLoader workers and process layouts do not change them, the shuffled order makes them
+differ every epoch, and an unshuffled evaluation set gets the same masks at every evaluation (comparable losses).
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
 import torch
-from torch.utils.data import get_worker_info
 
 from .schema import FIELD_MASK_ID
 
@@ -51,33 +53,26 @@ def random_field_choice(eligible: torch.Tensor, m: int, generator: torch.Generat
     return chosen & eligible
 
 
-class _SeededCollator:
-    """Owns a `torch.Generator` seeded from `seed`, re-derived per DataLoader worker (workers draw other masks)."""
-
-    def __init__(self, seed: int | None):
-        self.seed = seed
-        self._generator: torch.Generator | None = None
-        self._owner: tuple[int, int] | None = None
-
-    @property
-    def generator(self) -> torch.Generator:
-        worker = get_worker_info()
-        owner = (os.getpid(), worker.id if worker else -1)
-        if self._generator is None or self._owner != owner:
-            self._generator, self._owner = torch.Generator(), owner
-            if self.seed is None:
-                self._generator.seed()
-            else:
-                self._generator.manual_seed(self.seed + 1_000_003 * (owner[1] + 1))
-        return self._generator
+def batch_generator(seed: int | None, *tensors: torch.Tensor) -> torch.Generator:
+    """A `torch.Generator` seeded from `seed` and the bytes of `tensors` (the batch), or from the OS (`seed=None`)."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+        return generator
+    digest = hashlib.blake2b(seed.to_bytes(8, "little", signed=True), digest_size=8)
+    for tensor in tensors:
+        digest.update(tensor.numpy().tobytes())
+    return generator.manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
 
 
-class DataCollatorForFlipPretraining(_SeededCollator):
+class DataCollatorForFlipPretraining:
     """Pad a batch of processor rows and mask whole fields in the text (MLM) and in the table (MTM).
 
     MLM: m = max(1, round(F * mlm_field_ratio)) fields per row, among fields with at least one token left after
     truncation; every token whose `token_field_index` is a chosen field becomes `tokenizer.mask_token_id`.
     MTM: m fields per row (independent draw, or the MLM fields when `mask_same_fields`) set to `FIELD_MASK_ID`.
+    The draws come from `batch_generator(seed, field_ids, input_ids)`: the same rows in the same order always get
+    the same masks (exact resume); `seed=None` draws fresh masks every call.
 
     Example (F = 2, ratios 0.5 -> one field each):
         >>> collator = DataCollatorForFlipPretraining(tokenizer, mlm_field_ratio=0.5, mtm_field_ratio=0.5, seed=0)
@@ -100,7 +95,6 @@ class DataCollatorForFlipPretraining(_SeededCollator):
         seed: int | None = None,
         pad_to_multiple_of: int | None = 8,
     ):
-        super().__init__(seed)
         if tokenizer.mask_token_id is None:
             raise ValueError("DataCollatorForFlipPretraining needs a tokenizer with a mask token")
         if mask_same_fields and mlm_field_ratio != mtm_field_ratio:
@@ -108,6 +102,7 @@ class DataCollatorForFlipPretraining(_SeededCollator):
         self.tokenizer = tokenizer
         self.mlm_field_ratio, self.mtm_field_ratio = mlm_field_ratio, mtm_field_ratio
         self.mask_same_fields = mask_same_fields
+        self.seed = seed
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -116,19 +111,18 @@ class DataCollatorForFlipPretraining(_SeededCollator):
         token_field_index = self._pad(features, "token_field_index", -1)
         field_ids = torch.tensor([f["field_ids"] for f in features], dtype=torch.long)
         num_fields = field_ids.shape[1]
+        generator = batch_generator(self.seed, field_ids, input_ids)
 
         has_tokens = torch.zeros_like(field_ids, dtype=torch.bool)
         rows, cols = (token_field_index >= 0).nonzero(as_tuple=True)
         has_tokens[rows, token_field_index[rows, cols]] = True
-        text_fields = random_field_choice(
-            has_tokens, num_masked_fields(num_fields, self.mlm_field_ratio), self.generator
-        )
+        text_fields = random_field_choice(has_tokens, num_masked_fields(num_fields, self.mlm_field_ratio), generator)
         if self.mask_same_fields:
             table_fields = text_fields
         else:
             all_fields = torch.ones_like(has_tokens)
             table_fields = random_field_choice(
-                all_fields, num_masked_fields(num_fields, self.mtm_field_ratio), self.generator
+                all_fields, num_masked_fields(num_fields, self.mtm_field_ratio), generator
             )
 
         masked_tokens = text_fields.gather(1, token_field_index.clamp(min=0)) & (token_field_index >= 0)

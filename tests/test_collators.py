@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from processing import FlipProcessor, PromptTemplate
-from processing import collators as collators_module
 from processing.collators import DataCollatorForCTR, DataCollatorForFlipPretraining, num_masked_fields
 from processing.schema import FIELD_MASK_ID
 from tests._data_fixtures import ml_rows, ml_schema
@@ -54,11 +53,12 @@ def test_pretraining_batch_shapes_and_padding(tiny_tokenizer):
 @pytest.mark.parametrize("mask_same_fields", [False, True])
 def test_masking_statistics(tiny_tokenizer, mask_same_fields):
     collator = DataCollatorForFlipPretraining(tiny_tokenizer, mask_same_fields=mask_same_fields, seed=0)
-    features = _features(tiny_tokenizer, n=64)
+    rows = _features(tiny_tokenizer, n=64)
     m = num_masked_fields(8, 0.15)
     assert m == 1
     same, text_counts = 0, torch.zeros(8)
-    for _ in range(30):
+    for epoch in range(30):  # the same rows in a new order every "epoch", as a shuffling sampler gives them
+        features = [rows[i] for i in torch.randperm(64, generator=torch.Generator().manual_seed(epoch))]
         batch = collator(features)
         masked = batch["mlm_labels"] != -100
         assert (batch["masked_input_ids"][masked] == tiny_tokenizer.mask_token_id).all()
@@ -93,20 +93,27 @@ def test_mlm_only_picks_fields_with_tokens_left(tiny_tokenizer):
     assert ((batch["mtm_labels"] != -100).sum(1) == 4).all()
 
 
-def test_seeded_reproducibility_and_fresh_masks_per_call(tiny_tokenizer, monkeypatch):
+def test_masks_are_a_function_of_seed_and_batch(tiny_tokenizer, monkeypatch):
+    """The masks of a batch depend on (seed, its rows in order) only: the same in a resumed run (however many batches
+    came before), in any DataLoader worker; another order (the next epoch's shuffle) or seed draws other masks."""
     features = _features(tiny_tokenizer, n=32)
+    keys = ("masked_input_ids", "masked_field_ids")
 
-    def draw(seed, calls=2):
-        collator = DataCollatorForFlipPretraining(tiny_tokenizer, seed=seed)
-        return [collator(features) for _ in range(calls)]
+    def masks(seed, batch, collator=None):
+        collator = collator or DataCollatorForFlipPretraining(tiny_tokenizer, seed=seed)
+        out = collator(batch)
+        return torch.cat([out[key].flatten() for key in keys])
 
-    first, again, other = draw(0), draw(0), draw(1)
-    for key in ("masked_input_ids", "masked_field_ids"):
-        assert torch.equal(first[0][key], again[0][key]) and torch.equal(first[1][key], again[1][key])
-        assert not torch.equal(first[0][key], first[1][key])  # next epoch, new masks
-        assert not torch.equal(first[0][key], other[0][key])
-    monkeypatch.setattr(collators_module, "get_worker_info", lambda: type("W", (), {"id": 1})())
-    assert not torch.equal(draw(0, 1)[0]["masked_field_ids"], first[0]["masked_field_ids"])  # per-worker streams
+    warm = DataCollatorForFlipPretraining(tiny_tokenizer, seed=0)
+    for _ in range(3):  # batches drawn before do not change the next batch's masks
+        warm(features[::-1])
+    assert torch.equal(masks(0, features), masks(0, features, collator=warm))
+    reordered = features[1:] + features[:1]
+    first = DataCollatorForFlipPretraining(tiny_tokenizer, seed=0)(features)
+    second = DataCollatorForFlipPretraining(tiny_tokenizer, seed=0)(reordered)
+    assert not torch.equal(first["masked_field_ids"][1:], second["masked_field_ids"][:-1])  # same rows, new epoch
+    assert not torch.equal(masks(0, features), masks(1, features))
+    assert not torch.equal(masks(None, features), masks(None, features))  # unseeded: fresh masks every call
 
 
 def test_invalid_settings(tiny_tokenizer):

@@ -29,36 +29,50 @@ def quality():
 
 def tiny_suite(quality, table: str, encoder: str, output_dir: str):
     text = quality.TextModel(encoder, num_layers=1)
+    tiny = {"config": str(CONFIGS / "finetune_tiny.yaml")}
+    grid = (quality.REFERENCE, quality.GridPoint("lr 1e-2", ("--learning_rate", "1e-2")))
     rows = [
-        quality.Row("DCNv2", "id", "dcnv2", seeds=(0, 1)),
-        quality.Row("FLIP_ID-DCNv2", "id", pretraining="flip", seeds=(0, 1)),
-        quality.Row("PLM-only", "text", text_model=text, seeds=(0,)),
+        quality.Row("DCNv2", "id", "dcnv2", seeds=(0, 1), grid=grid, **tiny),
+        quality.Row("FLIP_ID-DCNv2 [epoch 1]", "id", pretraining="flip", pretraining_epoch=1, seeds=(0, 1), **tiny),
+        quality.Row("FLIP_ID-DCNv2", "id", pretraining="flip", seeds=(0, 1), **tiny),
+        quality.Row("PLM-only", "text", text_model=text, seeds=(0,), **tiny),
     ]
     return quality.Suite(
         dataset=table,
         tokenizer_model=encoder,
         output_dir=output_dir,
         rows=rows,
-        pretrainings={"flip": quality.Pretraining("flip", text, args=("--num_train_epochs", "1"))},
-        finetune_config=str(CONFIGS / "finetune_tiny.yaml"),
-        pretrain_config=str(CONFIGS / "pretrain_tiny.yaml"),
+        pretrainings={"flip": quality.Pretraining("flip", text, config=str(CONFIGS / "pretrain_tiny.yaml"))},
         max_length=64,
     )
 
 
 def test_quality_suite_runs_caches_and_tabulates(quality, table, tiny_encoder_dir, tmp_path, monkeypatch):
     suite = tiny_suite(quality, table, tiny_encoder_dir, str(tmp_path / "quality"))
+    assert quality.run_rows(suite) == []  # rows never start a pretraining: the FLIP rows wait for it
+    assert set(quality.load_cells(suite)) == {"DCNv2", "PLM-only"}
+    pretrained = quality.run_pretraining(suite, suite.pretrainings["flip"], quality.prepared_data(suite))
+    assert sorted(quality.epoch_checkpoints(pretrained)) == [1, 2]
     assert quality.run_rows(suite) == []
     cells = quality.load_cells(suite)
-    assert {name: len(records) for name, records in cells.items()} == {"DCNv2": 2, "FLIP_ID-DCNv2": 2, "PLM-only": 1}
-    flip = cells["FLIP_ID-DCNv2"]
-    assert {record["pretraining"]["checkpoint"] for record in flip} == {str(tmp_path / "quality/pretrain/flip")}
-    assert all("--init_from" in record["argv"] for record in flip)
-    text_config = json.loads((tmp_path / "quality/pretrain/flip/config.json").read_text())["text_config"]
+    counts = {name: {label: len(records) for label, records in points.items()} for name, points in cells.items()}
+    assert counts == {
+        "DCNv2": {"reference": 2, "lr 1e-2": 2},
+        "FLIP_ID-DCNv2 [epoch 1]": {"reference": 2},
+        "FLIP_ID-DCNv2": {"reference": 2},
+        "PLM-only": {"reference": 1},
+    }
+    epoch1, final = cells["FLIP_ID-DCNv2 [epoch 1]"]["reference"], cells["FLIP_ID-DCNv2"]["reference"]
+    assert {r["pretraining"]["checkpoint"] for r in final} == {str(pretrained)}
+    assert {r["pretraining"]["epoch"] for r in epoch1} == {1.0}
+    assert all(r["pretraining"]["checkpoint"].startswith(str(pretrained / "checkpoint-")) for r in epoch1)
+    assert all("--init_from" in record["argv"] for record in final)
+    assert "1e-2" in cells["DCNv2"]["lr 1e-2"][0]["argv"]
+    text_config = json.loads((pretrained / "config.json").read_text())["text_config"]
     assert text_config["num_hidden_layers"] == 1  # the truncated encoder was pretrained
-    for record in cells["DCNv2"]:  # the cached test probabilities reproduce the script's test AUC
-        saved = np.load(quality.cell_path(suite, suite.row("DCNv2"), record["seed"], ".npz"))
-        assert quality.rela_impr(record["test_auc"], record["test_auc"]) == 0
+    row, point = suite.row("DCNv2"), quality.REFERENCE
+    for record in cells["DCNv2"]["reference"]:  # the cached test probabilities reproduce the script's test AUC
+        saved = np.load(quality.cell_path(suite, row, point, record["seed"], ".npz"))
         from training.ctr_metrics import auc
 
         assert auc(saved["labels"], saved["probs"]) == pytest.approx(record["test_auc"], abs=1e-6)
@@ -69,17 +83,36 @@ def test_quality_suite_runs_caches_and_tabulates(quality, table, tiny_encoder_di
     monkeypatch.setattr(quality.finetune, "main", no_training)
     monkeypatch.setattr(quality.pretrain, "main", no_training)
     assert quality.run_rows(suite) == []
+    assert quality.run_pretraining(suite, suite.pretrainings["flip"], "unused") == pretrained
 
     table_md = quality.markdown_table(suite)
     lines = table_md.splitlines()
-    assert len(lines) == 2 + 3 and "(base)" in lines[2] and "+0.00%" in lines[2]
-    assert "1 seed" in lines[4]
+    assert len(lines) == 2 + 4 and "(base)" in lines[2] and "+0.00%" in lines[2]
+    assert "1 seed" in lines[5] and "`flip` epoch 1 (step" in lines[3]
 
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\n<!-- quality:start -->\nold\n<!-- quality:end -->\n\n## Throughput\nkept\n")
     quality.replace_section(str(results), table_md)
     text = results.read_text()
     assert "old" not in text and "## Throughput\nkept" in text and lines[2] in text
+
+
+def test_grid_point_is_chosen_on_validation_never_on_test(quality, tmp_path):
+    """The reported point is the one with the best mean validation AUC among the points with every seed."""
+    grid = (quality.REFERENCE, quality.GridPoint("a"), quality.GridPoint("b"))
+    suite = quality.Suite("d", "t", str(tmp_path), [quality.Row("DCNv2", "id", seeds=(0, 1), grid=grid)])
+    row = suite.rows[0]
+    values = {"reference": [(0.70, 0.80), (0.70, 0.80)], "a": [(0.72, 0.60), (0.71, 0.60)], "b": [(0.99, 0.99)]}
+    for point in grid:
+        for seed, (val_auc, test_auc) in enumerate(values[point.label]):
+            path = quality.cell_path(suite, row, point, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            record = {"row": "DCNv2", "grid_point": point.label, "seed": seed, "validation_auc": val_auc}
+            record |= {"test_auc": test_auc, "test_logloss": 0.6, "test_rows": 10, "wall_time_s": 1, "epoch": 1}
+            path.write_text(json.dumps({**record, "pretraining": None, "hardware": "cpu"}))
+    chosen = quality.selected_cells(suite)["DCNv2"]
+    assert {r["grid_point"] for r in chosen} == {"a"}  # not the best test AUC, not the 1-seed point "b"
+    assert "| a |" in quality.markdown_table(suite) and "0.7150 (2)" in quality.grid_table(suite)
 
 
 def test_verdict_two_std_rule(quality):

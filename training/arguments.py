@@ -64,6 +64,13 @@ class ModelArguments:
     mtm_loss: str | None = field(default=None, metadata={"help": "MTM objective: nce, sampled_softmax or softmax."})
     nce_num_noise: int | None = field(default=None, metadata={"help": "Noise ids per masked field (nce)."})
     backbone_dropout: float | None = field(default=None, metadata={"help": "Dropout inside the backbone MLP."})
+    embedding_l2: float | None = field(
+        default=None,
+        metadata={
+            "help": "CTR finetuning: L2 penalty lambda * (|E|^2 + |E_linear|^2) on the ID embedding and first-order "
+            "tables, added to each training batch's mean BCE (not AdamW weight decay)."
+        },
+    )
 
     def config_overrides(self) -> dict[str, Any]:
         """The `FlipConfig` fields set on the command line / in the config file (non-`None`)."""
@@ -134,10 +141,12 @@ class FlipTrainingArguments(TrainingArguments):
 
     `output_dir="outputs/flip-ctr"`, `report_to="none"`, `remove_unused_columns=False` (the collator needs every
     column), `eval_strategy="epoch"`, `save_strategy="epoch"`, `save_total_limit=2`, `load_best_model_at_end=True`,
-    `metric_for_best_model="auc"` (validation AUC; the test split is evaluated once, at the end),
-    `learning_rate=1e-3`, `per_device_train_batch_size=1024` (FLIP_ID reference), `logging_steps=50`.
+    `metric_for_best_model="auc"` (validation AUC; the test split is evaluated once, at the end), and the
+    reference's FLIP_ID recipe: `learning_rate=1e-3` constant (`lr_scheduler_type="constant"`),
+    `per_device_train_batch_size=1024`, no gradient clipping (`max_grad_norm=0`), `logging_steps=50`.
     New fields: `text_learning_rate` (separate PLM learning rate), `early_stopping_patience` (0 = off),
-    `max_train_minutes` (time budget: training stops, evaluates and saves once it is spent).
+    `max_train_minutes` (time budget: training stops, evaluates and saves once it is spent),
+    `log_tabular_gradients` (per-loss gradient norms into the tabular tower, see `FlipTrainer`).
     `push_to_hub=True` does NOT go to `Trainer` (which would create the repo in `__init__` and overwrite the card):
     it is moved to `push_final_to_hub` and the script publishes the final folder with `training.hub` instead.
     """
@@ -153,6 +162,8 @@ class FlipTrainingArguments(TrainingArguments):
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Reload the best validation checkpoint."})
     metric_for_best_model: str | None = field(default="auc", metadata={"help": "Validation metric to select on."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate (non-PLM parameters)."})
+    lr_scheduler_type: SchedulerType | str = field(default="constant", metadata={"help": "Learning-rate schedule."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (0 = none, the reference)."})
     per_device_train_batch_size: int = field(default=1024, metadata={"help": "Train batch size per device."})
     per_device_eval_batch_size: int = field(default=1024, metadata={"help": "Eval batch size per device."})
     logging_steps: float = field(default=50, metadata={"help": "Log every N steps."})
@@ -167,6 +178,10 @@ class FlipTrainingArguments(TrainingArguments):
         metadata={
             "help": "Stop training after this wall time (bounded budgets); the schedule still follows max_steps."
         },
+    )
+    log_tabular_gradients: bool = field(
+        default=True,
+        metadata={"help": "Log each loss's gradient norm into the tabular tower and the ID-embedding norm."},
     )
 
     def __post_init__(self):
@@ -190,15 +205,20 @@ def require_trackers(report_to: list[str] | str | None) -> None:
 
 @dataclass
 class FlipPretrainingArguments(FlipTrainingArguments):
-    """`FlipTrainingArguments` for FLIP pretraining: the best checkpoint is chosen on the validation pretraining
-    loss (`metric_for_best_model="loss"`), with the reference AdamW lr 1e-4, weight decay 1e-3, cosine schedule,
-    batch 128, `output_dir="outputs/flip-pretrain"`, no early stopping by default."""
+    """`FlipTrainingArguments` for FLIP pretraining with the reference recipe: AdamW lr 1e-4 for every parameter,
+    weight decay 1e-3, cosine schedule without warm-up, no gradient clipping, batch 128 per device; the final model
+    is the last step's (`load_best_model_at_end=False`, as the reference keeps its last epoch), no early stopping,
+    `output_dir="outputs/flip-pretrain"`."""
 
     output_dir: str | None = field(default="outputs/flip-pretrain", metadata={"help": "Where checkpoints go."})
     metric_for_best_model: str | None = field(default="loss", metadata={"help": "Validation metric to select on."})
+    load_best_model_at_end: bool = field(default=False, metadata={"help": "Keep the last step's model (reference)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate."})
     weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    warmup_steps: float = field(
+        default=0, metadata={"help": "Warm-up steps (or ratio if < 1); the reference has none."}
+    )
     per_device_train_batch_size: int = field(default=128, metadata={"help": "Train batch size per device."})
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Eval batch size per device."})
     early_stopping_patience: int = field(default=0, metadata={"help": "Early stopping patience (0 = off)."})
