@@ -39,7 +39,8 @@ from training.arguments import (  # noqa: E402
     make_parser,
     parse_args,
 )
-from training.common import build_model, training_callbacks  # noqa: E402
+from training.callbacks import training_callbacks  # noqa: E402
+from training.model_builder import build_model  # noqa: E402
 from training.trainer import FlipTrainer  # noqa: E402
 
 CONFIGS = REPO / "training" / "configs"

@@ -38,9 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/quality.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+from processing.atomic_io import write_json  # noqa: E402
 from training import finetune, pretrain  # noqa: E402
 from training.arguments import DataArguments, ModelArguments  # noqa: E402
-from training.common import write_json  # noqa: E402
 from training.ctr_metrics import rela_impr  # noqa: E402
 
 QUALITY_CONFIGS = Path(__file__).resolve().parent / "quality_configs"
@@ -323,8 +323,8 @@ def score_test(model_dir: str, data: str) -> tuple[np.ndarray, np.ndarray]:
     from modeling_flip import FlipForCTR
     from processing import FlipProcessor
     from processing.collators import DataCollatorForCTR
-    from training.common import predict_logits
     from training.ctr_metrics import sigmoid
+    from training.scoring import predict_logits
 
     model = FlipForCTR.from_pretrained(model_dir)
     test = load_from_disk(data)["test"]

@@ -16,7 +16,7 @@ from modeling_flip import FlipConfig, FlipForCTR
 from processing import FlipProcessor
 from training import evaluate, finetune, predict, pretrain
 from training.arguments import ModelArguments, load_config_file, make_parser, parse_args
-from training.common import build_model
+from training.model_builder import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 

@@ -191,6 +191,12 @@ class FlipTrainingArguments(TrainingArguments):
         super().__post_init__()
         require_trackers(self.report_to)
 
+    def checkpoint_to_resume(self) -> str | bool | None:
+        """`--resume_from_checkpoint` for `Trainer.train`: a checkpoint path, or `True` for `true`/`last` (the last
+        complete checkpoint in `output_dir`)."""
+        value = self.resume_from_checkpoint
+        return True if isinstance(value, str) and value.lower() in ("true", "last") else value
+
 
 def require_trackers(report_to: list[str] | str | None) -> None:
     """Fail early, saying what to install, when `--report_to tensorboard` cannot work (Trainer would only fail

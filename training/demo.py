@@ -18,11 +18,13 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import AutoModel
 
+from processing.atomic_io import write_json
+
 from . import finetune, pretrain
 from .arguments import command_parser, make_parser, parse_args
-from .common import hardware_description, write_json
 from .ctr_metrics import rela_impr
 from .data import prepared_dir
+from .run_output import hardware_description
 
 CONFIGS = Path(__file__).parent / "configs"
 # FLIP (joint): MiniLM at 5e-5, the rest at the ID learning rate; on CPU the steps and the wall time are bounded,

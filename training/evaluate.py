@@ -15,14 +15,15 @@ import os
 from datasets import load_from_disk
 
 from processing import FlipProcessor, check_compatible
+from processing.atomic_io import write_json
 from processing.datasets import load_ctr_dataset
 
 from .arguments import command_parser
-from .common import hardware_description, write_json
 from .ctr_metrics import ctr_metrics
 from .data import is_prepared_dir
 from .plots import write_evaluation_plots
 from .predict import encode_frame, load_ctr_model, predict_probs
+from .run_output import hardware_description
 
 
 def load_split(dataset: str, split: str, processor, config, max_samples: int | None):

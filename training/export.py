@@ -35,11 +35,11 @@ from transformers.utils import cached_file
 import modeling_flip  # noqa: F401  (registers the FLIP Auto classes)
 from modeling_flip import FlipForCTR
 from processing import schema as schema_module
+from processing.atomic_io import write_json
 from processing.processing_flip import SCHEMA_NAME, FlipProcessor, _as_columns
 from processing.schema import TabularSchema
 
 from .arguments import command_parser
-from .common import write_json
 
 INFO_NAME = "export_info.json"
 ENCODER_NAME = "tabular_schema.py"  # a copy of processing/schema.py (stdlib + numpy): encodes rows without the package

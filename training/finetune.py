@@ -29,19 +29,14 @@ from modeling_flip import FlipCTROutput, FlipForCTR
 from processing.collators import DataCollatorForCTR
 
 from .arguments import DataArguments, FlipTrainingArguments, LoraArguments, ModelArguments, make_parser, parse_args
-from .common import (
-    apply_lora,
-    best_validation_metrics,
-    build_model,
-    resume_checkpoint,
-    run_record,
-    save_run,
-    training_callbacks,
-)
+from .callbacks import training_callbacks
 from .ctr_metrics import compute_metrics
 from .data import dataset_name, load_data
 from .hub import CardInfo
+from .lora import apply_lora
+from .model_builder import build_model
 from .plots import PredictionRecorder, write_evaluation_plots
+from .run_output import best_validation_metrics, run_record, save_run
 from .trainer import FlipTrainer
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, FlipTrainingArguments)
@@ -72,7 +67,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
         compute_metrics=compute_metrics,
         callbacks=training_callbacks(args),
     )
-    trainer.train(resume_from_checkpoint=resume_checkpoint(args), ignore_keys_for_eval=NON_LOGIT_OUTPUTS)
+    trainer.train(resume_from_checkpoint=args.checkpoint_to_resume(), ignore_keys_for_eval=NON_LOGIT_OUTPUTS)
     validation = best_validation_metrics(trainer, NON_LOGIT_OUTPUTS)
     trainer.remove_callback(EarlyStoppingCallback)  # the test pass is not a validation step
     trainer.compute_metrics = test_scores = PredictionRecorder(compute_metrics)  # keeps probabilities for plots

@@ -34,9 +34,9 @@ import processing  # noqa: F401  (registers FlipProcessor with AutoProcessor)
 from processing.collators import DataCollatorForCTR
 
 from .arguments import command_parser
-from .common import predict_logits
 from .ctr_metrics import sigmoid
 from .export import SchemaEncoder, load_schema
+from .scoring import predict_logits
 
 SUFFIXES = (".csv", ".parquet", ".jsonl")
 

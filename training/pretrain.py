@@ -24,17 +24,12 @@ from modeling_flip import FlipForPretraining
 from processing.collators import DataCollatorForFlipPretraining
 
 from .arguments import DataArguments, FlipPretrainingArguments, LoraArguments, ModelArguments, make_parser, parse_args
-from .common import (
-    apply_lora,
-    best_validation_metrics,
-    build_model,
-    resume_checkpoint,
-    run_record,
-    save_run,
-    training_callbacks,
-)
+from .callbacks import training_callbacks
 from .data import dataset_name, load_data
 from .hub import CardInfo
+from .lora import apply_lora
+from .model_builder import build_model
+from .run_output import best_validation_metrics, run_record, save_run
 from .trainer import FlipTrainer
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, FlipPretrainingArguments)
@@ -69,7 +64,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain
         processing_class=processor,
         callbacks=training_callbacks(args),
     )
-    trainer.train(resume_from_checkpoint=resume_checkpoint(args))
+    trainer.train(resume_from_checkpoint=args.checkpoint_to_resume())
     validation = best_validation_metrics(trainer)
     config = trainer.model.config
     card = CardInfo(

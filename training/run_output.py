@@ -1,0 +1,83 @@
+"""What a finished training run leaves behind: its record for `results.json` (validation metrics, wall time,
+command, hardware) and the final, Hub-ready `output_dir`."""
+
+import dataclasses
+import os
+import platform
+import shlex
+import sys
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.trainer import TRAINER_STATE_NAME
+
+from processing.atomic_io import write_json
+
+from .arguments import LoraArguments
+from .hub import CardInfo, push_to_hub, save_for_hub
+from .lora import unwrap_lora
+
+RESULTS_NAME = "results.json"
+
+
+def hardware_description() -> str:
+    """e.g. `"1x NVIDIA H100 80GB HBM3"` or `"CPU x86_64, 2 cores"`."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    return f"CPU {platform.machine()}, {os.cpu_count()} cores"
+
+
+def command_line(prog: str, argv: list[str] | None) -> str:
+    """The command that reproduces this run: `prog` (e.g. `python -m training.finetune`) plus its arguments."""
+    return f"{prog} {shlex.join(sys.argv[1:] if argv is None else argv)}".strip()
+
+
+def best_validation_metrics(trainer, ignore_keys: list[str] | None = None) -> dict[str, float]:
+    """Validation metrics of the best (else the last) evaluation, read from the log history: no extra pass."""
+    step = trainer.state.best_global_step
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry and (not step or entry.get("step") == step):
+            return {key: value for key, value in entry.items() if key.startswith("eval_")}
+    return trainer.evaluate(ignore_keys=ignore_keys)
+
+
+def run_record(start_time: float, trainer, prog: str, argv: list[str] | None) -> dict[str, Any]:
+    """Wall time, training rows seen, command, hardware and process count of this run, for `results.json`."""
+    args = trainer.args
+    global_batch = (
+        args.per_device_train_batch_size * args.gradient_accumulation_steps * trainer.accelerator.num_processes
+    )
+    return {
+        "wall_time_s": round(time.time() - start_time, 1),
+        "train_steps": trainer.state.global_step,
+        "train_rows_seen": trainer.state.global_step * global_batch,
+        "command": command_line(prog, argv),
+        "hardware": hardware_description(),
+        "num_processes": trainer.accelerator.num_processes,
+        "output_dir": trainer.args.output_dir,
+    }
+
+
+def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, results: dict[str, Any]) -> nn.Module:
+    """Write the final, Hub-ready `output_dir` (plain or LoRA-merged model, processor, code files,
+    `training_curves.png`, README.md embedding the PNGs, `results.json`, `trainer_state.json` with the loss
+    history, also when no checkpoint was saved), push it when `--push_to_hub`, and return the plain model."""
+    args = trainer.args
+    model = trainer.model
+    card.training_command, card.hardware = results["command"], results["hardware"]
+    card.wall_time = f"{results['wall_time_s']} s"
+    card.repo_id = args.hub_model_id or card.repo_id
+    if trainer.is_world_process_zero():
+        from .plots import TRAINING_CURVES_NAME, plot_training_curves  # matplotlib only when saving
+
+        model = unwrap_lora(model, lora_args, args.output_dir)
+        plot_training_curves(trainer.state.log_history, os.path.join(args.output_dir, TRAINING_CURVES_NAME))
+        save_for_hub(model, processor, args.output_dir, card)
+        write_json(os.path.join(args.output_dir, RESULTS_NAME), results)
+        write_json(os.path.join(args.output_dir, TRAINER_STATE_NAME), dataclasses.asdict(trainer.state))
+        if args.push_final_to_hub:
+            push_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, private=bool(args.hub_private_repo))
+    trainer.accelerator.wait_for_everyone()
+    return model
