@@ -14,8 +14,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +24,7 @@ import pyarrow.compute as pc
 from datasets import DatasetDict, Features, List, Value
 from transformers import AutoTokenizer
 
+from .atomic_io import atomic_dir
 from .datasets import get_recipe
 from .processing_flip import FlipProcessor
 from .prompts import PromptTemplate
@@ -124,19 +123,10 @@ def split_stats(split, field_names: list[str]) -> dict[str, Any]:
 def _write_atomically(output_dir: Path, encoded: DatasetDict, processor: FlipProcessor, stats: dict, overwrite: bool):
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
-    try:
+    with atomic_dir(output_dir) as tmp:
         encoded.save_to_disk(str(tmp))
         processor.save_pretrained(str(tmp))
         (tmp / STATS_NAME).write_text(json.dumps(stats, indent=2))
-        if output_dir.exists():
-            old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
-            os.replace(output_dir, old)
-            shutil.rmtree(old)
-        os.replace(tmp, output_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def prepare_dataset(

@@ -4,6 +4,7 @@ the ID scores exactly and loads through the Auto classes (remote code) and the p
 import importlib.util
 import json
 import os
+import stat
 import sys
 
 import pytest
@@ -13,6 +14,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from modeling_flip import FlipForCTR
 from processing import FlipProcessor
+from processing.atomic_io import current_umask
 from tests import test_pipeline
 from tests.test_pipeline import rows_frame, save_tiny_ctr_model
 from training import cli
@@ -45,6 +47,9 @@ def test_export_reproduces_id_scores_without_text(tiny_ctr_dirs, tmp_path, mode,
     assert "exported the ID tower" in capsys.readouterr().out
     assert info["source_ctr_mode"] == mode and 0 < info["exported_bytes"] < info["source_bytes"]
     assert not {"tokenizer_config.json", "vocab.txt", "processor_config.json"} & set(os.listdir(out))
+    mask = current_umask()  # not the 0o700 / 0o600 of a temporary folder and of safetensors
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o777 & ~mask
+    assert {stat.S_IMODE(os.stat(path).st_mode) for path in out.iterdir()} == {0o666 & ~mask}
     assert not [name for name in load_file(out / "model.safetensors") if "text" in name]
     frame = rows_frame()
     expected = id_logits(tiny_ctr_dirs[mode], frame)

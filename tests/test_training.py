@@ -4,6 +4,7 @@ joint, baselines) -> evaluate -> predict -> reload with AutoModel(trust_remote_c
 import dataclasses
 import json
 import os
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, BertMode
 
 from modeling_flip import FlipConfig, FlipForCTR
 from processing import FlipProcessor
+from processing.atomic_io import current_umask
 from training import evaluate, finetune, predict, pretrain
 from training.arguments import ModelArguments, load_config_file, make_parser, parse_args
 from training.model_builder import build_model
@@ -69,6 +71,15 @@ def test_finetune_modes_report_validation_and_test(finetuned, pretrained, mode):
     assert model.config.ctr_mode == mode
     assert (model.flip.text_model is None) == (mode == "id")
     assert type(AutoModel.from_pretrained(output_dir, trust_remote_code=True)).__name__ == "FlipModel"
+
+
+def test_output_files_and_folders_follow_the_umask(finetuned):
+    """Weights (safetensors writes 0o600), results.json, checkpoints: readable by whoever the umask lets read."""
+    mask = current_umask()
+    for root, _, files in os.walk(finetuned["id"][0]):
+        assert stat.S_IMODE(os.stat(root).st_mode) == 0o777 & ~mask, root
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o666 & ~mask, (root, name)
 
 
 def test_finetuning_moves_the_pretrained_tabular_tower(finetuned, pretrained):

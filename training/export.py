@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from transformers.utils import cached_file
 import modeling_flip  # noqa: F401  (registers the FLIP Auto classes)
 from modeling_flip import FlipForCTR
 from processing import schema as schema_module
-from processing.atomic_io import write_json
+from processing.atomic_io import atomic_dir, write_json
 from processing.processing_flip import SCHEMA_NAME, FlipProcessor, _as_columns
 from processing.schema import TabularSchema
 
@@ -103,21 +102,14 @@ def export_flip_id(model_dir: str, out_dir: str) -> dict:
     source_mode = FlipForCTR.config_class.from_pretrained(model_dir).ctr_mode
     model, schema = load_id_tower(model_dir).eval(), load_schema(model_dir)
     schema.check_compatible(model.config)
-    out = Path(out_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out_dir) as staging:
         model.save_pretrained(staging)
         schema.save(str(staging / SCHEMA_NAME))
         shutil.copyfile(schema_module.__file__, staging / ENCODER_NAME)
-        (staging / "README.md").write_text(readme(model, schema, model_dir, source_mode, out.name), encoding="utf-8")
+        name = Path(out_dir).resolve().name
+        (staging / "README.md").write_text(readme(model, schema, model_dir, source_mode, name), encoding="utf-8")
         info = export_info(model, model_dir, source_mode, staging)
         write_json(str(staging / INFO_NAME), info)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return info
 
 

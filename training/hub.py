@@ -11,6 +11,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from processing.atomic_io import apply_umask
+
 from .arguments import command_parser
 
 MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card.md"  # links to the top-level model_card.md
@@ -87,6 +89,7 @@ def save_for_hub(model, processor, output_dir: str, card_info: CardInfo) -> str:
     processor.save_pretrained(output_dir)
     card_info.plots = card_info.plots or sorted(name for name in os.listdir(output_dir) if name.endswith(".png"))
     render_model_card(card_info).save(os.path.join(output_dir, "README.md"))
+    apply_umask(output_dir)  # safetensors writes model.safetensors 0o600
     return output_dir
 
 

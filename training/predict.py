@@ -16,10 +16,9 @@ the schema alone (no tokenisation).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing
 
 import numpy as np
 import pandas as pd
@@ -31,6 +30,7 @@ from transformers import AutoModelForSequenceClassification, AutoProcessor
 
 import modeling_flip  # noqa: F401  (registers the FLIP Auto classes)
 import processing  # noqa: F401  (registers FlipProcessor with AutoProcessor)
+from processing.atomic_io import atomic_file
 from processing.collators import DataCollatorForCTR
 
 from .arguments import command_parser
@@ -67,22 +67,6 @@ def iter_chunks(path: str, chunk_size: int) -> Iterator[pd.DataFrame]:
 def count_rows(path: str) -> int | None:
     """Row count when it is free (Parquet metadata), else None (the progress bar then has no total)."""
     return pq.ParquetFile(path).metadata.num_rows if table_suffix(path) == ".parquet" else None
-
-
-@contextmanager
-def atomic_output(path: str) -> Iterator[str]:
-    """A temporary path in `path`'s folder that becomes `path` (`os.replace`) when the block ends without an error,
-    and is removed otherwise: `path` is never half-written, an existing file stays as it was."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(handle)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
 
 
 class TableAppender:
@@ -161,7 +145,7 @@ def score_file(model, processor, input_file: str, output_file: str, chunk_size: 
     start = time.time()
     suffix = table_suffix(output_file)
     with (
-        atomic_output(output_file) as tmp_path,
+        atomic_file(output_file) as tmp_path,
         closing(TableAppender(tmp_path, suffix)) as writer,
         tqdm(total=count_rows(input_file), unit="row", desc="scoring") as bar,
     ):

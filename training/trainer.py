@@ -10,6 +10,8 @@ from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from processing.atomic_io import apply_umask
+
 TEXT_TOWER_NAME = "text_model"
 
 
@@ -131,6 +133,7 @@ class FlipTrainer(Trainer):
         if self.args.should_save:
             if os.path.isdir(final):
                 shutil.rmtree(final)
+            apply_umask(staged)
             os.replace(staged, final)
             shutil.rmtree(staging_root, ignore_errors=True)
             if moved_best:

@@ -21,6 +21,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..atomic_io import atomic_file
+
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
@@ -90,18 +92,13 @@ def cached_fetch(
     if problem != "missing":
         logger.warning("Cached %s is unusable (%s): fetching it again", path, problem)
         path.unlink(missing_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_file(path) as tmp_name:
+        tmp = Path(tmp_name)
         fetch(tmp)
         problem = verify(tmp, sha256, size) if (sha256 or size) else None
         if problem is not None:
             raise DownloadError(f"Fetched {name} failed verification: {problem}")
         _sidecar(path).write_text(sha256 or sha256_of(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -1,0 +1,59 @@
+"""processing.atomic_io: complete-or-absent outputs with the permissions of the process umask."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from processing.atomic_io import atomic_dir, atomic_file, current_umask, write_json
+
+
+@pytest.fixture
+def umask_027():
+    previous = os.umask(0o027)
+    yield
+    os.umask(previous)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_write_json_respects_the_umask(tmp_path, umask_027):
+    write_json(tmp_path / "out.json", {"a": 1})
+    assert json.loads((tmp_path / "out.json").read_text()) == {"a": 1}
+    assert mode(tmp_path / "out.json") == 0o640  # mkstemp alone gives 0o600
+    assert current_umask() == 0o027
+
+
+def test_atomic_file_keeps_the_old_file_on_error(tmp_path):
+    target = tmp_path / "scores.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp_name:
+        open(tmp_name, "w").write("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["scores.csv"]
+
+
+def test_atomic_dir_replaces_a_folder_with_umask_permissions(tmp_path, umask_027):
+    target = tmp_path / "export"
+    (target / "stale").mkdir(parents=True)
+    with atomic_dir(target) as staging:
+        (staging / "sub").mkdir()
+        (staging / "sub" / "weights.bin").write_bytes(b"x")
+        os.chmod(staging / "sub" / "weights.bin", 0o600)  # as safetensors writes its files
+    assert sorted(os.listdir(target)) == ["sub"]
+    assert (mode(target), mode(target / "sub"), mode(target / "sub" / "weights.bin")) == (0o750, 0o750, 0o640)
+    assert os.listdir(tmp_path) == ["export"]  # no staging or moved-aside folder left
+
+
+def test_atomic_dir_keeps_the_old_folder_on_error(tmp_path):
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as staging:
+        (staging / "new.txt").write_text("new")
+        raise RuntimeError("killed")
+    assert os.listdir(target) == ["old.txt"] and os.listdir(tmp_path) == ["export"]
