@@ -241,20 +241,8 @@ class FlipProcessor(ProcessorMixin):
         self.stats["truncated_values"] += int(truncated.sum())
 
     def make_labels(self, values: Sequence[Any]) -> np.ndarray:
-        """Label column -> `(N,)` int64 0/1; raises `ValueError` on NaN, non-numeric or (without threshold) non-0/1."""
-        column, threshold = self.schema.label_column, self.schema.label_threshold
-        try:
-            numbers = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"Label column {column!r} holds non-numeric values ({error})") from None
-        bad = np.isnan(numbers) if threshold is not None else ~np.isin(numbers, (0.0, 1.0))
-        if bad.any():
-            kind = "NaN/missing" if threshold is not None else "non-binary or NaN (no label_threshold set)"
-            examples = numbers[bad][:5].tolist()
-            raise ValueError(
-                f"Label column {column!r}: {int(bad.sum())} of {len(numbers)} rows are {kind}: {examples}"
-            )
-        return (numbers >= (1.0 if threshold is None else threshold)).astype(np.int64)
+        """Label column -> `(N,)` int64 0/1 by the schema's label rules (`TabularSchema.labels`)."""
+        return self.schema.labels(values)
 
     def _pad(self, data: dict[str, list], return_tensors: str) -> BatchFeature:
         """Pad token-level lists to the longest row on the tokenizer's padding side and convert.

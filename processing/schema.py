@@ -74,6 +74,28 @@ def normalize_values(values: Iterable[Any], name: str | None = None) -> list[str
     return [v.strip() if type(v) is str else _value_to_str(v, name) for v in values]
 
 
+def _label_number(value: str) -> float:
+    """`"1"` -> 1.0, `"true"` / `"false"` (booleans) -> 1.0 / 0.0; NaN for text and for `""` (missing)."""
+    boolean = {"true": 1.0, "false": 0.0}.get(value.lower())
+    if boolean is not None:
+        return boolean
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
+
+
+def _label_numbers(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(`(N,)` float labels, NaN where missing or text; `(N,)` bool mask of the text values)."""
+    try:  # numbers, numeric strings, booleans; None -> NaN
+        numbers = np.asarray(values, dtype=np.float64).reshape(-1)
+        return numbers, np.zeros(len(numbers), dtype=bool)
+    except (TypeError, ValueError):
+        strings = normalize_values(values)
+        numbers = np.fromiter(map(_label_number, strings), dtype=np.float64, count=len(strings))
+        return numbers, np.isnan(numbers) & (np.asarray(strings, dtype=object) != "")
+
+
 def stable_hash(value: str) -> int:
     """Process-independent hash (CRC32 of the UTF-8 bytes), unlike Python's salted `hash`."""
     return zlib.crc32(value.encode("utf-8"))
@@ -154,14 +176,17 @@ class TabularSchema:
     Args:
         fields: the categorical fields, in model-input order.
         label_column: column holding the click/rating; `None` for unlabelled data.
-        label_threshold: label = 1 when value >= threshold; `None` means the column must already be 0/1.
+        label_threshold: label = 1 when value >= threshold (ratings).
         time_column: column used for the time-ordered split (kept in the data, not a model input).
+        positive_labels: values of a text label column that mean a click (`["yes"]`, `["true"]`, `["clicked"]`);
+            every other value is a non-click. Without it or `label_threshold` the column must hold 0/1.
     """
 
     fields: list[FieldSpec]
     label_column: str | None = "label"
     label_threshold: float | None = None
     time_column: str | None = None
+    positive_labels: list[str] | None = None
 
     def __post_init__(self):
         self.fields = [f if isinstance(f, FieldSpec) else FieldSpec(**f) for f in self.fields]
@@ -211,6 +236,39 @@ class TabularSchema:
         self.oov_counts.update({name: int(n) for name, n in zip(self.field_names, (ids == FIELD_OOV_ID).sum(0)) if n})
         return ids
 
+    def labels(self, values: Sequence[Any]) -> np.ndarray:
+        """Label column -> `(N,)` int64 0/1, by `positive_labels`, else `label_threshold`, else as 0/1 numbers.
+
+        Raises `ValueError` naming the column, the problem, an example and the first row numbers (0-based) on
+        missing values (None, NaN, empty), text without `positive_labels`, and values other than 0/1 without
+        `label_threshold`.
+        """
+        if self.positive_labels is not None:
+            strings = np.asarray(normalize_values(values, self.label_column), dtype=object)
+            self._check_labels(strings == "", values, "NaN or missing")
+            return np.isin(strings, normalize_values(self.positive_labels)).astype(np.int64)
+        numbers, text = _label_numbers(values)
+        hint = "; for text labels list the values that mean a click in positive_labels, e.g. positive_labels: [{}]"
+        self._check_labels(text, values, "not numbers", hint)
+        self._check_labels(np.isnan(numbers), values, "NaN or missing")
+        if self.label_threshold is not None:
+            return (numbers >= self.label_threshold).astype(np.int64)
+        hint = "; set label_threshold to binarise ratings (label = value >= threshold)"
+        self._check_labels(~np.isin(numbers, (0.0, 1.0)), values, "not 0/1", hint)
+        return numbers.astype(np.int64)
+
+    def _check_labels(self, bad: np.ndarray, values: Sequence[Any], problem: str, hint: str = "") -> None:
+        """`ValueError` when any label is `bad`: count, problem, an example, the first row numbers and `hint`
+        (`{}` in it becomes the example)."""
+        if not bad.any():
+            return
+        rows = np.flatnonzero(bad)
+        example = np.asarray(values, dtype=object)[rows[0]]
+        raise ValueError(
+            f"Label column {self.label_column!r}: {len(rows)} of {len(bad)} rows are {problem} "
+            f"(e.g. {example!r} in rows {rows[:5].tolist()}, 0-based){hint.format(repr(example))}"
+        )
+
     def feature_counts(self) -> list[int]:
         """Train counts in global order (offset + local id), length `sum(field_vocab_sizes)`; reserved ids count 0."""
         return [c for spec in self.fields for c in [0] * NUM_RESERVED_IDS + list(spec.counts)]
@@ -242,6 +300,7 @@ class TabularSchema:
             "label_column": self.label_column,
             "label_threshold": self.label_threshold,
             "time_column": self.time_column,
+            "positive_labels": self.positive_labels,
         }
 
     @classmethod

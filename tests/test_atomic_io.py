@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_atomic_file_keeps_the_old_file_on_error(tmp_path):
     target = tmp_path / "scores.csv"
     target.write_text("old")
     with pytest.raises(RuntimeError), atomic_file(target) as tmp_name:
-        open(tmp_name, "w").write("half")
+        Path(tmp_name).write_text("half")
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["scores.csv"]

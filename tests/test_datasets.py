@@ -276,7 +276,7 @@ def test_table_recipe(tmp_path, schema_format):
     splits = load_ctr_dataset(path)
     assert {k: len(v) for k, v in splits.items()} == {"train": 8, "validation": 1, "test": 1}
     train = splits["train"]
-    assert train.column_names == ["user", "sex", "item", "label", "ts"]
+    assert train.column_names == ["user", "sex", "item", "rating", "ts"]  # raw ratings: the schema binarises them
     assert train["ts"] == sorted(train["ts"]) and train["ts"][0] == 91
     assert set(train["sex"]) == {"male", "female"}
     schema = get_recipe(path).schema()
@@ -285,14 +285,15 @@ def test_table_recipe(tmp_path, schema_format):
 
 def test_table_recipe_bad_input(tmp_path):
     path = _write_table(tmp_path, labels=(1, 4, "", 2))
-    with pytest.raises(ValueError, match="'rating': 1 of 4 rows are NaN"):
+    with pytest.raises(ValueError, match=r"'rating': 1 of 4 rows are NaN or missing \(e.g. nan in rows \[2\]"):
         load_ctr_dataset(path)
     (tmp_path / "u.csv").write_text("user,rating\nu1,1\n")
     with pytest.raises(ValueError, match=r"missing the columns \['sex', 'item', 'ts'\]"):
         load_ctr_dataset(path, data_files="u.csv")
+    _write_table(tmp_path, labels=(1, 4, 0, 2))
     schema = json.loads(json.dumps({"data_files": "t.csv", "fields": ["user"], "label_column": "rating"}))
     (tmp_path / "bin.json").write_text(json.dumps(schema))
-    with pytest.raises(ValueError, match="not 0/1"):
+    with pytest.raises(ValueError, match=r"2 of 4 rows are not 0/1 \(e.g. '4' in rows \[1, 3\].*label_threshold"):
         load_ctr_dataset(tmp_path / "bin.json")
     with pytest.raises(ValueError, match="Unknown dataset 'nope'.*movielens-100k"):
         load_ctr_dataset("nope")
@@ -334,3 +335,49 @@ def test_prepare_dataset_writes_data_and_processor(tmp_path, tiny_encoder_dir, c
     main([str(path), "--output-dir", str(out), "--text-model", tiny_encoder_dir, "--num-proc", "1", "--overwrite"])
     assert "rows/s" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _write_clicks(tmp_path, **label_rules) -> tuple:
+    """A table whose label column `clicked` holds text (`yes` / `no`), with its schema file."""
+    import pandas as pd
+    import yaml
+
+    frame = pd.DataFrame(
+        {"user": [f"u{i % 3}" for i in range(20)], "item": [f"i{i % 5}" for i in range(20)], "ts": range(20)}
+    )
+    frame["clicked"] = ["yes" if i % 3 == 0 else "no" for i in range(20)]
+    frame.to_csv(tmp_path / "clicks.csv", index=False)
+    schema = {"data_files": "clicks.csv", "fields": ["user", "item"], "label_column": "clicked", "time_column": "ts"}
+    (tmp_path / "clicks.yaml").write_text(yaml.safe_dump({**schema, **label_rules}))
+    return tmp_path / "clicks.yaml", frame
+
+
+def test_text_labels_map_through_positive_labels_and_travel_with_the_processor(tmp_path, tiny_encoder_dir):
+    """Issue 15 items 10-11: `positive_labels` maps text labels; the saved processor keeps the label column's name
+    and rules, so `Dataset.map(processor)` on the user's own table gives `labels`."""
+    from datasets import Dataset
+
+    path, frame = _write_clicks(tmp_path, positive_labels=["yes"])
+    prepare_dataset(str(path), tmp_path / "prepared", text_model=tiny_encoder_dir, num_proc=1)
+    encoded = load_from_disk(str(tmp_path / "prepared"))
+    expected = (frame["clicked"] == "yes").astype(int).tolist()  # rows are already in time order
+    assert [label for split in encoded.values() for label in split["labels"]] == expected
+    processor = FlipProcessor.from_pretrained(tmp_path / "prepared")
+    assert (processor.schema.label_column, processor.schema.positive_labels) == ("clicked", ["yes"])
+    mapped = Dataset.from_pandas(frame).map(processor, batched=True)
+    assert list(mapped["labels"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ({"label_threshold": 1}, r"'clicked': 20 of 20 rows are not numbers .*positive_labels: \['yes'\]"),
+        ({}, r"'clicked': 20 of 20 rows are not numbers"),
+        ({"positive_labels": "yes"}, r"positive_labels must be a non-empty list"),
+        ({"positive_labels": ["yes"], "label_threshold": 1}, r"label_threshold .* or positive_labels .*, not both"),
+    ],
+)
+def test_text_labels_without_positive_labels_say_what_to_set(tmp_path, rules, message):
+    path, _ = _write_clicks(tmp_path, **rules)
+    with pytest.raises(ValueError, match=message):
+        load_ctr_dataset(path)

@@ -136,10 +136,10 @@ def test_unlabelled_rows_have_no_labels(tiny_tokenizer):
 @pytest.mark.parametrize(
     ("labels", "threshold", "message"),
     [
-        ([1, float("nan")], None, "1 of 2 rows are non-binary"),
-        ([1, 3], None, "non-binary"),
-        (["yes", "no"], 4, "non-numeric"),
-        ([5, None], 4, "1 of 2 rows are NaN"),
+        ([1, float("nan")], None, r"1 of 2 rows are NaN or missing \(e.g. nan in rows \[1\]"),
+        ([1, 3], None, "not 0/1.*set label_threshold"),
+        (["yes", "no"], 4, r"2 of 2 rows are not numbers.*positive_labels: \['yes'\]"),
+        ([5, None], 4, r"1 of 2 rows are NaN or missing \(e.g. None in rows \[1\]"),
     ],
 )
 def test_bad_labels_raise(tiny_tokenizer, labels, threshold, message):

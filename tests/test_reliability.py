@@ -91,11 +91,11 @@ def test_nullable_integer_frame_column(processor):
         ({"title": {"a": 1}}, TypeError, r"Field 'title': got a dict value"),
         ({"title": np.arange(3)}, TypeError, r"Field 'title': got a ndarray value"),
         ({"title": b"\xff\xfe"}, ValueError, r"Field 'title': bytes value .* is not UTF-8"),
-        ({"label": 2}, ValueError, r"'label'.*non-binary"),
-        ({"label": -1}, ValueError, r"'label'.*non-binary"),
-        ({"label": 0.5}, ValueError, r"'label'.*non-binary"),
-        ({"label": float("inf")}, ValueError, r"'label'.*non-binary"),
-        ({"label": "yes"}, ValueError, r"'label' holds non-numeric"),
+        ({"label": 2}, ValueError, r"'label'.*not 0/1"),
+        ({"label": -1}, ValueError, r"'label'.*not 0/1"),
+        ({"label": 0.5}, ValueError, r"'label'.*not 0/1"),
+        ({"label": float("inf")}, ValueError, r"'label'.*not 0/1"),
+        ({"label": "yes"}, ValueError, r"'label'.*not numbers"),
     ],
     ids=["list", "dict", "array", "bad-bytes", "label-2", "label-neg", "label-half", "label-inf", "label-str"],
 )
@@ -221,10 +221,10 @@ def test_malformed_schema_files_name_the_file_and_key(tmp_path, schema, message)
     ("labels", "threshold", "message"),
     [
         ([0, 1, 2], None, r"'label': 1 of 20 rows are not 0/1"),
-        ([0, 1, np.nan], None, r"'label': 1 of 20 rows are not 0/1"),
-        ([0, 1, "yes"], None, r"'label': 1 of 20 rows are not 0/1"),
-        ([3, 5, np.nan], 4, r"'label': 1 of 20 rows are NaN or non-numeric"),
-        ([3, 5, "five"], 4, r"'label': 1 of 20 rows are NaN or non-numeric"),
+        ([0, 1, np.nan], None, r"'label': 1 of 20 rows are NaN or missing"),
+        ([0, 1, "yes"], None, r"'label': 1 of 20 rows are not numbers"),
+        ([3, 5, np.nan], 4, r"'label': 1 of 20 rows are NaN or missing"),
+        ([3, 5, "five"], 4, r"'label': 1 of 20 rows are not numbers"),
     ],
 )
 def test_bad_table_labels_name_the_column(tmp_path, labels, threshold, message):

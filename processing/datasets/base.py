@@ -47,15 +47,6 @@ def as_display_strings(column: pd.Series, value_map: Mapping[str, str] | None = 
     return strings.astype(object).where(strings.fillna("").ne(""), None)
 
 
-def binarize(values: pd.Series, threshold: float, column: str) -> pd.Series:
-    """`values >= threshold` as int64; NaN or non-numeric values raise `ValueError` naming the count and column."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna()
-    if bad.any():
-        raise ValueError(f"Label column {column!r}: {int(bad.sum())} of {len(values)} rows are NaN or non-numeric")
-    return (numbers >= threshold).astype(np.int64)
-
-
 def sort_for_split(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """Stable sort on raw values (numeric ids sort as numbers; do it before `as_display_strings`)."""
     return frame.sort_values(list(keys), kind="stable").reset_index(drop=True) if keys else frame
@@ -72,17 +63,22 @@ def split_by_time(
 
 @dataclass
 class Recipe:
-    """A named dataset: its fields, how to build its table, and its time column.
+    """A named dataset: its fields, how to build its table, its time column and its label rules.
 
     `fields` are (column, display name) pairs or `FieldSpec`s (for hashing / min_count options).
-    `build(cache_dir=..., **kwargs)` returns the full DataFrame (fields as display strings, `label`, time column)
-    in split order.
+    `build(cache_dir=..., **kwargs)` returns the full DataFrame (fields as display strings, the label column, time
+    column) in split order. The label column holds 0/1 (`label` of the built-in recipes) or, for a table schema file,
+    the raw values that `label_threshold` / `positive_labels` map to 0/1 (the processor applies the same rules to the
+    user's own tables later).
     """
 
     name: str
     fields: list[tuple[str, str] | FieldSpec]
     build: Callable[..., pd.DataFrame]
     time_column: str | None = "timestamp"
+    label_column: str = LABEL
+    label_threshold: float | None = None
+    positive_labels: list[str] | None = None
 
     def __post_init__(self):
         self.fields = [f if isinstance(f, FieldSpec) else FieldSpec(*f) for f in self.fields]
@@ -94,7 +90,13 @@ class Recipe:
     def schema(self) -> TabularSchema:
         """A fresh (unfitted) schema of the recipe's output; fit it on the train split."""
         specs = [FieldSpec(**spec.to_dict()) for spec in self.fields]
-        return TabularSchema(specs, label_column=LABEL, label_threshold=None, time_column=self.time_column)
+        return TabularSchema(
+            specs,
+            label_column=self.label_column,
+            label_threshold=self.label_threshold,
+            time_column=self.time_column,
+            positive_labels=self.positive_labels,
+        )
 
     def load(self, cache_dir: str | None = None, **kwargs: Any) -> DatasetDict:
         frame = self.build(cache_dir=cache_dir, **kwargs)
@@ -109,7 +111,7 @@ class Recipe:
 
 def to_dataset_dict(splits: Mapping[str, pd.DataFrame], recipe: Recipe) -> DatasetDict:
     """Keep the field, label and time columns (in that order) of each split."""
-    columns = [*recipe.field_names, LABEL, *([recipe.time_column] if recipe.time_column else [])]
+    columns = [*recipe.field_names, recipe.label_column, *([recipe.time_column] if recipe.time_column else [])]
     return DatasetDict(
         {name: Dataset.from_pandas(part[columns], preserve_index=False) for name, part in splits.items()}
     )

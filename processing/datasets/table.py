@@ -8,10 +8,13 @@
       - {name: item_id, display_name: item, num_buckets: 100000}   # hashed field
     label_column: rating
     label_threshold: 4                  # label = rating >= 4; omit it when the column is already 0/1
+    # positive_labels: [yes]            # text labels instead: these values are clicks, any other value is not
     time_column: timestamp              # omit: file order
     tie_columns: [user_id, item_id]     # optional tie-breakers of the time sort (raw values)
 
-`load_ctr_dataset("my_data.yaml")` then gives the usual DatasetDict (fields as display strings, `label`, time).
+`load_ctr_dataset("my_data.yaml")` then gives the usual DatasetDict (fields as display strings, the label column
+with its raw values, time). The label rules travel with the fitted schema (`flip_schema.json`), so the saved
+processor maps the same raw column of new tables to `labels`.
 """
 
 from __future__ import annotations
@@ -21,11 +24,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from ..schema import FieldSpec
-from .base import LABEL, Recipe, as_display_strings, binarize, sort_for_split
+from ..schema import FieldSpec, TabularSchema
+from .base import Recipe, as_display_strings, sort_for_split
 
 # Text tables are read as strings (like `flip predict` reads them): ids such as zip codes keep their leading zeros.
 # The time / tie columns are made numeric again before sorting (see `_numeric_if_possible`).
@@ -39,7 +41,7 @@ READERS = {
 SPEC_KEYS = {"name", "display_name", "num_buckets", "min_count"}
 FIELD_KEYS = SPEC_KEYS | {"value_map"}
 REQUIRED_KEYS = {"data_files", "fields", "label_column"}
-OPTIONAL_KEYS = {"name", "label_threshold", "time_column", "tie_columns"}
+OPTIONAL_KEYS = {"name", "label_threshold", "positive_labels", "time_column", "tie_columns"}
 
 
 def read_schema_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -74,6 +76,11 @@ def check_schema_config(config: Any, path: str | os.PathLike) -> None:
     threshold = config.get("label_threshold")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
         problems.append(f"label_threshold must be a number, got {threshold!r}")
+    positive = config.get("positive_labels")
+    if positive is not None and (not isinstance(positive, list) or not positive):
+        problems.append(f"positive_labels must be a non-empty list of label values, got {positive!r}")
+    if positive is not None and threshold is not None:
+        problems.append("set label_threshold (numeric labels) or positive_labels (text labels), not both")
     if problems:
         allowed = f"(keys: {sorted(REQUIRED_KEYS | OPTIONAL_KEYS)}; field keys: {sorted(FIELD_KEYS)})"
         raise ValueError(f"Table schema file {path}: " + "; ".join(problems) + f" {allowed}")
@@ -87,16 +94,6 @@ def read_table(path: Path) -> pd.DataFrame:
     return reader(path)
 
 
-def _binary_labels(values: pd.Series, column: str) -> pd.Series:
-    bad = ~pd.to_numeric(values, errors="coerce").isin([0, 1])
-    if bad.any():
-        raise ValueError(
-            f"Label column {column!r}: {int(bad.sum())} of {len(values)} rows are not 0/1 "
-            "(set label_threshold to binarise ratings)"
-        )
-    return pd.to_numeric(values).astype(np.int64)
-
-
 def _numeric_if_possible(values: pd.Series) -> pd.Series:
     """Numbers when every non-missing value parses as one (so time and id columns read as text sort as numbers)."""
     numbers = pd.to_numeric(values, errors="coerce")
@@ -108,7 +105,10 @@ def table_recipe(schema_path: str | os.PathLike) -> Recipe:
     config = read_schema_file(schema_path)
     check_schema_config(config, schema_path)
     fields = [{"name": f} if isinstance(f, str) else dict(f) for f in config["fields"]]
-    label_column, threshold = config["label_column"], config.get("label_threshold")
+    label_rules = TabularSchema(
+        [], config["label_column"], config.get("label_threshold"), positive_labels=config.get("positive_labels")
+    )
+    label_column = label_rules.label_column
     time_column, ties = config.get("time_column"), list(config.get("tie_columns", []))
     base_dir = Path(schema_path).resolve().parent
 
@@ -122,17 +122,23 @@ def table_recipe(schema_path: str | os.PathLike) -> Recipe:
             raise ValueError(f"Table {files} is missing the columns {missing} named in {schema_path}")
         if frame.empty:
             raise ValueError(f"Table {files} named in {schema_path} has no rows")
+        label_rules.labels(frame[label_column])  # fails early, with the rows' numbers in the files
         for column in dict.fromkeys(c for c in [time_column, *ties] if c):
             frame[column] = _numeric_if_possible(frame[column])
         frame = sort_for_split(frame, [c for c in [time_column, *ties] if c])
         out = pd.DataFrame({f["name"]: as_display_strings(frame[f["name"]], f.get("value_map")) for f in fields})
-        labels = frame[label_column]
-        out[LABEL] = (
-            _binary_labels(labels, label_column) if threshold is None else binarize(labels, threshold, label_column)
-        )
+        out[label_column] = frame[label_column]
         if time_column:
             out[time_column] = frame[time_column]
         return out
 
     specs = [FieldSpec(**{k: v for k, v in f.items() if k in SPEC_KEYS}) for f in fields]
-    return Recipe(config.get("name", Path(schema_path).stem), specs, build, time_column=time_column)
+    return Recipe(
+        config.get("name", Path(schema_path).stem),
+        specs,
+        build,
+        time_column=time_column,
+        label_column=label_column,
+        label_threshold=label_rules.label_threshold,
+        positive_labels=label_rules.positive_labels,
+    )
