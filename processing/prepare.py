@@ -26,12 +26,12 @@ from transformers import AutoTokenizer
 
 from .atomic_io import atomic_dir
 from .datasets import get_recipe
+from .preparation_key import STATS_NAME, encoding_options, preparation_record, prepared_folder
 from .processing_flip import FlipProcessor
 from .prompts import PromptTemplate
 from .schema import FIELD_OOV_ID, FieldSpec, TabularSchema
 from .text_models import resolve_text_model
 
-STATS_NAME = "prepare_stats.json"
 TRUNCATION_KEY = "num_truncated_values"
 
 
@@ -158,6 +158,8 @@ def prepare_dataset(
         the statistics also written to `prepare_stats.json`.
     """
     recipe = get_recipe(name)
+    options = encoding_options(text_model, max_length, prompt_template, num_buckets, **recipe_kwargs)
+    record = preparation_record(name, options)  # before reading: a file changed while preparing counts as changed
     splits = recipe.load(cache_dir=cache_dir, **recipe_kwargs)
     empty = [split_name for split_name, split in splits.items() if len(split) == 0]
     if empty:
@@ -182,6 +184,7 @@ def prepare_dataset(
         "rows_per_second": round(total / seconds, 1),
         "field_vocab_sizes": dict(zip(schema.field_names, schema.field_vocab_sizes)),
         "splits": {split_name: split_stats(split, schema.field_names) for split_name, split in encoded.items()},
+        "preparation": record,
     }
     encoded = encoded.remove_columns(TRUNCATION_KEY)
     _write_atomically(Path(output_dir), encoded, processor, stats, overwrite)
@@ -202,7 +205,12 @@ def format_stats(stats: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flip prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", help="registered name (movielens-100k, movielens-1m, ...) or table schema file")
-    parser.add_argument("--output_dir", "--output-dir", help="default: ./data/<dataset>")
+    parser.add_argument(
+        "--output_dir",
+        "--output-dir",
+        help="default: the cache folder that `flip pretrain` / `flip finetune --dataset DATASET` (same --text_model, "
+        "--max_length, --num_buckets) reuse: data/<dataset>-<text model>-L<max_length>-<key>",
+    )
     parser.add_argument(
         "--text_model", "--text-model", default="minilm", help="tokenizer name or path (default: bundled MiniLM)"
     )
@@ -236,18 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     recipe_kwargs = {k: v for k, v in (("raw_path", args.raw_path), ("subset", args.subset)) if v is not None}
-    output_dir = args.output_dir or os.path.join("data", Path(args.dataset).stem)
+    options = {"text_model": args.text_model, "max_length": args.max_length, **recipe_kwargs}
+    options["num_buckets"] = parse_buckets(args.num_buckets)
+    output_dir = args.output_dir or prepared_folder(args.dataset, "data", encoding_options(**options))
     stats = prepare_dataset(
         args.dataset,
         output_dir,
-        text_model=args.text_model,
-        max_length=args.max_length,
         num_proc=args.num_proc,
         batch_size=args.batch_size,
         cache_dir=args.cache_dir,
         overwrite=args.overwrite,
-        num_buckets=parse_buckets(args.num_buckets),
-        **recipe_kwargs,
+        **options,
     )
     print(format_stats(stats))
     print(f"saved to {output_dir}")

@@ -132,7 +132,8 @@ def test_finetune_num_buckets_argument(tmp_path, request):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["field_names"][0] == "user_id" and config["field_vocab_sizes"][0] == 8 + 2
     prepared = Path(data_args[data_args.index("--data_dir") + 1])
-    assert [p.name for p in prepared.iterdir() if p.name.endswith("-user_id8")]
+    stats = [json.loads((folder / "prepare_stats.json").read_text()) for folder in prepared.iterdir()]
+    assert [s for s in stats if s["preparation"]["options"]["num_buckets"] == {"user_id": 8}]  # its own folder
 
 
 RSS_SCRIPT = """

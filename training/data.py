@@ -2,14 +2,14 @@
 
 import json
 import os
-import re
 from pathlib import Path
 
 from accelerate import PartialState
 from datasets import DatasetDict, load_from_disk
 
 from processing import FlipProcessor
-from processing.prepare import STATS_NAME, parse_buckets, prepare_dataset
+from processing.preparation_key import STATS_NAME, check_sources_unchanged, encoding_options, prepared_folder
+from processing.prepare import parse_buckets, prepare_dataset
 from processing.text_models import resolve_text_model
 
 from .arguments import DataArguments, ModelArguments
@@ -29,8 +29,9 @@ def dataset_name(data_args: DataArguments) -> str:
 
 
 def prepared_dir(model_args: ModelArguments, data_args: DataArguments) -> str:
-    """The prepared folder of `data_args.dataset`, preparing it first (main process only) when it is missing:
-    `<data_dir or data>/<dataset>-<text model>-L<max_length>`."""
+    """The prepared folder of `data_args.dataset`: the folder itself (its source files checked for changes), else the
+    cache folder keyed by everything the encoding depends on (`processing.preparation_key`), prepared first (main
+    process only) when it is missing: `<data_dir or data>/<dataset>-<text model>-L<max_length>-<key>`."""
     buckets = parse_buckets(data_args.num_buckets)
     if is_prepared_dir(data_args.dataset):
         if buckets:
@@ -38,23 +39,13 @@ def prepared_dir(model_args: ModelArguments, data_args: DataArguments) -> str:
                 f"--num_buckets applies when preparing a dataset; {data_args.dataset} is already prepared: pass the "
                 "recipe name or table schema file instead (or run `flip prepare --num_buckets ...`)"
             )
+        check_sources_unchanged(data_args.dataset)
         return data_args.dataset
-    text_key = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model_args.text_model.rstrip("/")).name)
-    bucket_key = "".join(f"-{re.sub(r'[^A-Za-z0-9_.]+', '_', name)}{n}" for name, n in sorted(buckets.items()))
-    folder = os.path.join(
-        data_args.data_dir or "data", f"{dataset_name(data_args)}-{text_key}-L{data_args.max_length}{bucket_key}"
-    )
+    options = {"text_model": model_args.text_model, "max_length": data_args.max_length, "num_buckets": buckets}
+    folder = prepared_folder(data_args.dataset, data_args.data_dir or "data", encoding_options(**options))
     with PartialState().main_process_first():
         if not is_prepared_dir(folder):
-            prepare_dataset(
-                data_args.dataset,
-                folder,
-                text_model=model_args.text_model,
-                max_length=data_args.max_length,
-                num_proc=data_args.num_proc,
-                overwrite=True,
-                num_buckets=buckets,
-            )
+            prepare_dataset(data_args.dataset, folder, num_proc=data_args.num_proc, overwrite=True, **options)
     return folder
 
 

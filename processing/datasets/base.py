@@ -9,7 +9,7 @@ validation / test (PROTOCOL.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -79,6 +79,7 @@ class Recipe:
     label_column: str = LABEL
     label_threshold: float | None = None
     positive_labels: list[str] | None = None
+    source_files: list[str] = field(default_factory=list)  # local files the table is read from (cache keys)
 
     def __post_init__(self):
         self.fields = [f if isinstance(f, FieldSpec) else FieldSpec(*f) for f in self.fields]

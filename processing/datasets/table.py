@@ -100,6 +100,12 @@ def _numeric_if_possible(values: pd.Series) -> pd.Series:
     return numbers if numbers.notna().sum() == values.notna().sum() else values
 
 
+def data_file_list(config: dict[str, Any]) -> list[str]:
+    """The schema file's `data_files` as a list (one path or several)."""
+    files = config["data_files"]
+    return [files] if isinstance(files, (str, os.PathLike)) else list(files)
+
+
 def table_recipe(schema_path: str | os.PathLike) -> Recipe:
     """A `Recipe` for the table described by `schema_path` (see the module docstring)."""
     config = read_schema_file(schema_path)
@@ -113,8 +119,7 @@ def table_recipe(schema_path: str | os.PathLike) -> Recipe:
     base_dir = Path(schema_path).resolve().parent
 
     def build(cache_dir: str | None = None, data_files: str | list[str] | None = None) -> pd.DataFrame:
-        files = data_files or config["data_files"]
-        files = [files] if isinstance(files, (str, os.PathLike)) else files
+        files = data_file_list({"data_files": data_files or config["data_files"]})
         frame = pd.concat([read_table(base_dir / f) for f in files], ignore_index=True)
         needed = [f["name"] for f in fields] + [label_column] + [c for c in [time_column, *ties] if c]
         missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
@@ -141,4 +146,5 @@ def table_recipe(schema_path: str | os.PathLike) -> Recipe:
         label_column=label_column,
         label_threshold=label_rules.label_threshold,
         positive_labels=label_rules.positive_labels,
+        source_files=[str(Path(schema_path).resolve()), *(str(base_dir / f) for f in data_file_list(config))],
     )
