@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from transformers import BatchFeature, ProcessorMixin
-from transformers.utils import logging
+from transformers.utils import cached_file, logging
 
 from .prompts import PromptTemplate
 from .schema import FIELD_MASK_ID, FIELD_OOV_ID, TabularSchema
@@ -24,7 +24,15 @@ SCHEMA_NAME = "flip_schema.json"
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["FIELD_MASK_ID", "FIELD_OOV_ID", "SCHEMA_NAME", "FlipProcessor", "align_tokens_to_fields"]
+__all__ = [
+    "FIELD_MASK_ID",
+    "FIELD_OOV_ID",
+    "SCHEMA_NAME",
+    "FlipProcessor",
+    "SchemaEncoder",
+    "align_tokens_to_fields",
+    "load_schema",
+]
 
 
 def _as_columns(rows: Any) -> dict[str, list]:
@@ -295,13 +303,50 @@ class FlipProcessor(ProcessorMixin):
         schema = kwargs.pop("schema", None)
         processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         if schema is None:
-            from transformers.utils import cached_file
-
             hub_keys = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-            hub_kwargs = {k: kwargs[k] for k in hub_keys if k in kwargs}
-            schema = TabularSchema.load(cached_file(pretrained_model_name_or_path, SCHEMA_NAME, **hub_kwargs))
+            schema = load_schema(pretrained_model_name_or_path, **{k: kwargs[k] for k in hub_keys if k in kwargs})
         processor.schema = schema if isinstance(schema, TabularSchema) else TabularSchema.from_dict(schema)
         return processor
+
+
+class SchemaEncoder:
+    """Tokenizer-free stand-in for `FlipProcessor` in `ctr_mode="id"`: rows -> `field_ids` (+ `labels` when the
+    label column is present), from the schema alone. `tokenizer` is None (`DataCollatorForCTR(None,
+    include_text=False)` batches its output).
+
+    Example:
+        >>> encoder = SchemaEncoder(load_schema("exported/flip-id"))
+        >>> encoder({"user_id": ["196"], "movie_id": ["242"], ...})["field_ids"]   # [[local ids of row 0]]
+    """
+
+    tokenizer = None
+
+    def __init__(self, schema: TabularSchema):
+        self.schema = schema
+
+    def __call__(self, rows: Any) -> BatchFeature:
+        """Dict of lists, list of dicts or DataFrame -> `field_ids` (N, F) (and `labels` (N,)) as lists."""
+        columns = _as_columns(rows)
+        missing = self.schema.missing_columns(columns)
+        if missing:
+            raise ValueError(f"input is missing the schema columns {missing} (has {list(columns)})")
+        data = {"field_ids": self.schema.encode(columns).tolist()}
+        if self.schema.label_column in columns:
+            data["labels"] = self.schema.labels(columns[self.schema.label_column]).tolist()
+        return BatchFeature(data)
+
+
+def load_schema(pretrained_model_name_or_path: str | os.PathLike, **hub_kwargs: Any) -> TabularSchema:
+    """The fitted schema (`flip_schema.json`) saved with a model or processor (folder or Hub repo)."""
+    path = cached_file(
+        pretrained_model_name_or_path, SCHEMA_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+    )
+    if path is None:
+        raise FileNotFoundError(
+            f"{str(pretrained_model_name_or_path)!r} holds no {SCHEMA_NAME} (the fitted schema that `flip finetune`, "
+            "`flip pretrain` and `flip prepare` save next to the model / processor)"
+        )
+    return TabularSchema.load(path)
 
 
 def check_compatible(config_or_dict: Any, schema_or_processor: TabularSchema | FlipProcessor) -> None:

@@ -1,4 +1,7 @@
 import copy
+import os
+import subprocess
+import sys
 import unicodedata
 from itertools import pairwise
 
@@ -9,6 +12,7 @@ from transformers import AutoProcessor
 
 from processing import FlipProcessor, PromptTemplate, check_compatible
 from processing.schema import FIELD_OOV_ID, TabularSchema
+from tests import test_pipeline
 from tests._data_fixtures import (  # noqa: F401 (fixtures)
     GOLDEN_PROMPT,
     GOLDEN_ROW,
@@ -19,6 +23,8 @@ from tests._data_fixtures import (  # noqa: F401 (fixtures)
     ml_rows,
     ml_schema,
 )
+
+tiny_ctr_dirs = test_pipeline.tiny_ctr_dirs  # the shared fixture
 
 
 def _processor(tokenizer, max_length=128, **schema_kw):
@@ -259,3 +265,23 @@ def test_splice_mismatch_switches_splicing_off(tiny_tokenizer, monkeypatch):
     rows = ml_rows(5)
     assert processor(rows)["input_ids"] == reference(rows)["input_ids"]
     assert processor.splice_tokens is False
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from processing import FlipProcessor; FlipProcessor.from_pretrained(FOLDER)",
+        "import processing; from transformers import AutoProcessor; AutoProcessor.from_pretrained(FOLDER)",
+    ],
+)
+def test_processor_of_a_model_folder_loads_without_prompt_or_remote_code(tiny_ctr_dirs, code):
+    """Issue 15 items 2 and 17: with the package, a model folder's processor loads in a fresh interpreter without
+    `import modeling_flip`, without `trust_remote_code` and without the "run the custom code? [y/N]" prompt."""
+    script = f"FOLDER = {tiny_ctr_dirs['joint']!r}\n{code}\nprint('loaded')"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", script]
+    result = subprocess.run(
+        command, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("loaded"), result.stderr[-2000:]
+    assert "custom code" not in result.stdout + result.stderr

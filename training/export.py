@@ -25,20 +25,19 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
-from transformers import BatchFeature
 from transformers.utils import cached_file
 
 import modeling_flip  # noqa: F401  (registers the FLIP Auto classes)
 from modeling_flip import FlipForCTR
 from processing import schema as schema_module
 from processing.atomic_io import atomic_dir, write_json
-from processing.processing_flip import SCHEMA_NAME, FlipProcessor, _as_columns
+from processing.processing_flip import SCHEMA_NAME, load_schema
 from processing.schema import TabularSchema
 
 from .arguments import command_parser
+from .pipeline import ship_pipeline
 
 INFO_NAME = "export_info.json"
 ENCODER_NAME = "tabular_schema.py"  # a copy of processing/schema.py (stdlib + numpy): encodes rows without the package
@@ -74,16 +73,6 @@ def source_folder(model_dir: str) -> str:
     return model_dir if os.path.isdir(model_dir) else os.path.dirname(cached_file(model_dir, "config.json"))
 
 
-def load_schema(model_dir: str) -> TabularSchema:
-    """The `flip_schema.json` of a model folder / Hub repo, with a clear error when it is missing."""
-    path = cached_file(model_dir, SCHEMA_NAME, _raise_exceptions_for_missing_entries=False)
-    if path is None:
-        raise FileNotFoundError(
-            f"{model_dir!r} holds no {SCHEMA_NAME}: export the folder written by `flip finetune` (model + processor)"
-        )
-    return TabularSchema.load(path)
-
-
 def load_id_tower(model_dir: str) -> FlipForCTR:
     """`FlipForCTR` in `ctr_mode="id"` with the tabular tower of `model_dir` (an `id` or `joint` CTR model)."""
     model = FlipForCTR.from_pretrained(model_dir)
@@ -104,6 +93,7 @@ def export_flip_id(model_dir: str, out_dir: str) -> dict:
     schema.check_compatible(model.config)
     with atomic_dir(out_dir) as staging:
         model.save_pretrained(staging)
+        ship_pipeline(staging)
         schema.save(str(staging / SCHEMA_NAME))
         shutil.copyfile(schema_module.__file__, staging / ENCODER_NAME)
         name = Path(out_dir).resolve().name
@@ -136,34 +126,6 @@ def readme(model: FlipForCTR, schema: TabularSchema, model_dir: str, source_mode
         first_field=schema.field_names[0] if schema.field_names else "field",
         fields=", ".join(schema.field_names),
     )
-
-
-class SchemaEncoder:
-    """Tokenizer-free stand-in for `FlipProcessor` in `ctr_mode="id"`: rows -> `field_ids` (+ `labels` when the
-    label column is present), from the schema alone. `tokenizer` is None (`DataCollatorForCTR(None,
-    include_text=False)` batches its output).
-
-    Example:
-        >>> encoder = SchemaEncoder(TabularSchema.load("exported/flip-id/flip_schema.json"))
-        >>> encoder({"user_id": ["196"], "movie_id": ["242"], ...})["field_ids"]   # [[local ids of row 0]]
-    """
-
-    tokenizer = None
-    make_labels = FlipProcessor.make_labels  # reads only `self.schema`: the processor's own label rules
-
-    def __init__(self, schema: TabularSchema):
-        self.schema = schema
-
-    def __call__(self, rows: Any) -> BatchFeature:
-        """Dict of lists, list of dicts or DataFrame -> `field_ids` (N, F) (and `labels` (N,)) as lists."""
-        columns = _as_columns(rows)
-        missing = self.schema.missing_columns(columns)
-        if missing:
-            raise ValueError(f"input is missing the schema columns {missing} (has {list(columns)})")
-        data = {"field_ids": self.schema.encode(columns).tolist()}
-        if self.schema.label_column in columns:
-            data["labels"] = self.make_labels(columns[self.schema.label_column]).tolist()
-        return BatchFeature(data)
 
 
 def load_exported_id(folder: str) -> tuple[FlipForCTR, TabularSchema]:

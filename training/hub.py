@@ -11,9 +11,11 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from modeling_flip import FlipForCTR
 from processing.atomic_io import apply_umask
 
 from .arguments import command_parser
+from .pipeline import ship_pipeline
 
 MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card.md"  # links to the top-level model_card.md
 HUB_TEXT_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
@@ -86,6 +88,8 @@ def save_for_hub(model, processor, output_dir: str, card_info: CardInfo) -> str:
     `register_for_auto_class`) and processor, plus `README.md` rendered from `model_card.md`, which embeds the
     evaluation PNGs already in the folder (ROC, calibration, training curves). Returns the folder."""
     model.save_pretrained(output_dir)
+    if isinstance(model, FlipForCTR):  # a CTR model is a `ctr-prediction` pipeline, also without this package
+        ship_pipeline(output_dir)
     processor.save_pretrained(output_dir)
     card_info.plots = card_info.plots or sorted(name for name in os.listdir(output_dir) if name.endswith(".png"))
     render_model_card(card_info).save(os.path.join(output_dir, "README.md"))

@@ -32,10 +32,10 @@ import modeling_flip  # noqa: F401  (registers the FLIP Auto classes)
 import processing  # noqa: F401  (registers FlipProcessor with AutoProcessor)
 from processing.atomic_io import atomic_file
 from processing.collators import DataCollatorForCTR
+from processing.processing_flip import SchemaEncoder, load_schema
 
 from .arguments import command_parser
 from .ctr_metrics import sigmoid
-from .export import SchemaEncoder, load_schema
 from .scoring import predict_logits
 
 SUFFIXES = (".csv", ".parquet", ".jsonl")
