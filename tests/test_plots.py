@@ -52,8 +52,12 @@ def test_finetune_logs_to_tensorboard_and_writes_embedded_plots(table, common_ar
     eval_dir = tmp_path / "eval"
     record = evaluate.main([str(run), "--dataset", table, "--output_file", str(eval_dir / "metrics.json")])
     assert record["test_auc"] == pytest.approx(results["test"]["test_auc"], abs=1e-6)
-    assert_valid_png(eval_dir / "roc_test.png")
-    assert_valid_png(eval_dir / "calibration_test.png")
+    assert_valid_png(eval_dir / "eval_roc_test.png")
+    assert_valid_png(eval_dir / "eval_calibration_test.png")
+    card_plots = {name: (run / name).read_bytes() for name in ("roc_test.png", "calibration_test.png")}
+    evaluate.main([str(run), "--dataset", table, "--max_samples", "20"])  # issue 15 item 4: into the model folder
+    assert {name: (run / name).read_bytes() for name in card_plots} == card_plots  # the card's plots stay
+    assert_valid_png(run / "eval_roc_test.png")
 
 
 def test_tensorboard_missing_says_what_to_install(monkeypatch):

@@ -1,12 +1,13 @@
 """AUC / LogLoss of a saved CTR model on one split of a dataset, written as JSON.
 
     python -m training.evaluate outputs/demo/flip --dataset movielens-100k --split test
-    flip evaluate my-user/flip-movielens-100k --dataset data/movielens-100k-minilm-L80 --split validation
+    flip evaluate my-user/flip-movielens-100k --dataset data/ml100k --split validation
 
 `--dataset` is a recipe name or table schema file (raw rows, encoded with the model's own processor) or a folder
 written by `flip prepare` (its schema must match the model's). Metrics go to `--output_file` (default
-`MODEL/eval_<split>.json` for a local model folder) and to stdout; `roc_<split>.png`, `calibration_<split>.png`
-(and `training_curves.png` from a `trainer_state.json` there, if not yet drawn) go next to the metrics file.
+`MODEL/eval_<split>.json` for a local model folder) and to stdout; `eval_roc_<split>.png`,
+`eval_calibration_<split>.png` (and `training_curves.png` from a `trainer_state.json` there, if not yet drawn) go
+next to the metrics file. The files that the model card embeds (`roc_test.png`, ...) are never overwritten.
 """
 
 import json
@@ -24,6 +25,8 @@ from .data import is_prepared_dir
 from .plots import write_evaluation_plots
 from .predict import encode_frame, load_ctr_model, predict_probs
 from .run_output import hardware_description
+
+EVAL_PREFIX = "eval_"  # of the plots: the model card embeds the finetuning run's roc_test.png, ...
 
 
 def load_split(dataset: str, split: str, processor, config, max_samples: int | None):
@@ -59,9 +62,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.evaluate
     )
     if output_file:
         write_json(output_file, record)
-        plots = write_evaluation_plots(
-            os.path.dirname(os.path.abspath(output_file)), encoded["labels"], probs, args.split
-        )
+        folder = os.path.dirname(os.path.abspath(output_file))  # its own names: the card's test plots stay
+        plots = write_evaluation_plots(folder, encoded["labels"], probs, args.split, prefix=EVAL_PREFIX)
         print("plots: " + ", ".join(plots))
     print(json.dumps(record, indent=2))
     return record

@@ -124,17 +124,19 @@ def _step_of(path: str) -> int:
 
 
 def write_evaluation_plots(
-    folder: str, labels, probs, split: str = "test", log_history: list[dict] | None = None
+    folder: str, labels, probs, split: str = "test", log_history: list[dict] | None = None, prefix: str = ""
 ) -> list[str]:
-    """ROC and calibration of `split` into `folder`, plus the training curves of `log_history` (None: the
-    `trainer_state.json` found in `folder`, unless `training_curves.png` is already there); returns the written
-    paths. The ROC and calibration need both classes in `labels`."""
+    """ROC and calibration of `split` into `folder` (`<prefix>roc_<split>.png`, `<prefix>calibration_<split>.png`),
+    plus the training curves of `log_history` (None: the `trainer_state.json` found in `folder`, unless
+    `training_curves.png` is already there); returns the written paths. The ROC and calibration need both classes
+    in `labels`."""
     os.makedirs(folder, exist_ok=True)
     labels, probs = np.asarray(labels, dtype=float).reshape(-1), np.asarray(probs, dtype=float).reshape(-1)
     written = []
     if len(np.unique(labels)) == 2:
-        written.append(plot_roc(labels, probs, os.path.join(folder, f"roc_{split}.png"), f"ROC, {split} split"))
-        calibration_path = os.path.join(folder, f"calibration_{split}.png")
+        roc_path = os.path.join(folder, f"{prefix}roc_{split}.png")
+        written.append(plot_roc(labels, probs, roc_path, f"ROC, {split} split"))
+        calibration_path = os.path.join(folder, f"{prefix}calibration_{split}.png")
         written.append(plot_calibration(labels, probs, calibration_path, f"calibration, {split} split"))
     curves_path = os.path.join(folder, TRAINING_CURVES_NAME)
     if log_history is None:
