@@ -118,8 +118,9 @@ open(out_file, "w").write(json.dumps(result))
 def test_ctr_pipeline_runs_as_remote_code(tiny_ctr_dirs, tmp_path, exported):
     """Issue 15 item 16: `pipeline(model=DIR, trust_remote_code=True)` without the package gives the package's
     probabilities, for a folder written by the training scripts and for an `export-id` folder."""
+    from training.card import CardInfo
     from training.export import export_flip_id
-    from training.hub import CardInfo, save_for_hub
+    from training.hub import save_for_hub
     from training.pipeline import load_ctr_pipeline
 
     model_dir = tmp_path / "flip"

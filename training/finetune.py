@@ -30,9 +30,9 @@ from processing.collators import DataCollatorForCTR
 
 from .arguments import DataArguments, FlipTrainingArguments, LoraArguments, ModelArguments, make_parser, parse_args
 from .callbacks import training_callbacks
+from .card import CardInfo
 from .ctr_metrics import compute_metrics
 from .data import dataset_name, load_data
-from .hub import CardInfo
 from .lora import apply_lora
 from .model_builder import build_model
 from .plots import PredictionRecorder, write_evaluation_plots

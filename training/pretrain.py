@@ -25,8 +25,8 @@ from processing.collators import DataCollatorForFlipPretraining
 
 from .arguments import DataArguments, FlipPretrainingArguments, LoraArguments, ModelArguments, make_parser, parse_args
 from .callbacks import training_callbacks
+from .card import CardInfo, losses_table
 from .data import dataset_name, load_data
-from .hub import CardInfo
 from .lora import apply_lora
 from .model_builder import build_model
 from .run_output import best_validation_metrics, run_record, save_run
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain
         backbone=config.backbone,
         ctr_mode="pretraining",
         fields=processor.schema.field_names,
+        results_table=losses_table(validation),
     )
     results = {"stage": "pretraining", "validation": validation, **run_record(start, trainer, prog, argv)}
     save_run(trainer, processor, lora_args, card, results)

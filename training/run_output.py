@@ -16,7 +16,8 @@ from transformers.trainer import TRAINER_STATE_NAME
 from processing.atomic_io import write_json
 
 from .arguments import LoraArguments
-from .hub import CardInfo, push_to_hub, save_for_hub
+from .card import CardInfo, example_row
+from .hub import push_to_hub, save_for_hub
 from .lora import unwrap_lora
 
 RESULTS_NAME = "results.json"
@@ -69,6 +70,7 @@ def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, resul
     card.training_command, card.hardware = results["command"], results["hardware"]
     card.wall_time = f"{results['wall_time_s']} s"
     card.repo_id = args.hub_model_id or card.repo_id
+    card.example_row = card.example_row or example_row(processor.schema, trainer.train_dataset)
     if trainer.is_world_process_zero():
         from .plots import TRAINING_CURVES_NAME, plot_training_curves  # matplotlib only when saving
 
