@@ -225,9 +225,15 @@ def test_push_to_hub_publishes_the_final_folder_not_the_trainer(common_args, tmp
     monkeypatch.setattr(hub, "HfApi", lambda token=None: api)
     extra = ["--ctr_mode", "id", "--num_train_epochs", "1", "--push_to_hub", "true", "--hub_model_id", "me/flip-id"]
     results = run_finetune(tmp_path, common_args, *extra)
-    (create, repo, _), (upload, _, uploaded, _) = api.calls
-    assert (create, repo, upload) == ("create_repo", "me/flip-id", "upload_folder")
-    assert {"README.md", "config.json", "model.safetensors", "results.json", "modeling_flip.py"} <= set(uploaded)
+    (create, repo), (upload, pushed) = api.calls
+    assert (create, repo["repo_id"], upload, pushed["repo_id"]) == (
+        "create_repo",
+        "me/flip-id",
+        "upload_folder",
+        "me/flip-id",
+    )
+    assert {"README.md", "config.json", "model.safetensors", "results.json", "modeling_flip.py"} <= pushed["files"]
+    assert not [name for name in pushed["files"] if name.startswith("checkpoint-")]  # the run folder holds two
     card = ModelCard.load(tmp_path / "README.md")
     auc = next(result for result in card.data.eval_results if result.metric_type == "roc_auc")
     assert auc.metric_value == pytest.approx(round(results["test"]["test_auc"], 4))

@@ -5,18 +5,37 @@ JSON config file given as the single positional argument (command-line flags the
 """
 
 import argparse
+import difflib
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field, fields
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"  # package data: usable by name from any folder
+# `--help` lists these `TrainingArguments` flags and this package's own; `--help_all` lists every accepted flag.
+COMMON_TRAINING_FLAGS = {
+    "output_dir", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
+    "weight_decay", "max_grad_norm", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "gradient_accumulation_steps", "eval_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit",
+    "logging_steps", "load_best_model_at_end", "metric_for_best_model", "seed", "bf16", "use_cpu", "report_to",
+    "resume_from_checkpoint", "push_to_hub", "hub_model_id", "hub_private_repo", "dataloader_num_workers",
+    "gradient_checkpointing", "torch_compile", "disable_tqdm", "train_sampling_strategy",
+}  # fmt: skip
+# Model / data flags that only one stage reads: the other stage's `--help` leaves them out.
+PRETRAINING_ONLY = {
+    "projection_dim", "temperature", "learn_temperature", "use_icl", "use_mlm", "use_mtm", "icl_weight", "mlm_weight",
+    "mtm_weight", "mtm_loss", "nce_num_noise", "mlm_field_ratio", "mtm_field_ratio", "mask_same_fields",
+}  # fmt: skip
+FINETUNING_ONLY = {"init_tabular_from", "ctr_mode", "joint_alpha_init", "embedding_l2"}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -190,12 +209,32 @@ class FlipTrainingArguments(TrainingArguments):
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. my-user/flip-movielens-100k)")
         super().__post_init__()
         require_trackers(self.report_to)
+        if self.use_cpu or not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinned memory only helps copies to an accelerator
+        warn_if_one_process_of_several(self.world_size)
 
     def checkpoint_to_resume(self) -> str | bool | None:
         """`--resume_from_checkpoint` for `Trainer.train`: a checkpoint path, or `True` for `true`/`last` (the last
         complete checkpoint in `output_dir`)."""
         value = self.resume_from_checkpoint
         return True if isinstance(value, str) and value.lower() in ("true", "last") else value
+
+
+def warn_if_one_process_of_several(world_size: int) -> None:
+    """Warn when `accelerate launch --cpu --num_processes N` (N > 1) started a single process: accelerate's simple
+    launcher ignores N on CPU without an MPI hostfile (the parent's command line, read on Linux, says N)."""
+    cmdline = Path(f"/proc/{os.getppid()}/cmdline")
+    if world_size > 1 or not os.environ.get("ACCELERATE_USE_CPU") or not cmdline.is_file():
+        return
+    words = cmdline.read_bytes().decode(errors="replace").split("\0")
+    asked = [words[i + 1] for i, word in enumerate(words[:-1]) if word in ("--num_processes", "--num-processes")]
+    if asked and asked[0].isdigit() and int(asked[0]) > 1:
+        warnings.warn(
+            f"accelerate launch asked for {asked[0]} processes on CPU but this run has 1: on CPU use "
+            f"`accelerate launch --multi_gpu --num_processes {asked[0]} ...` (gloo; --cpu without an MPI hostfile "
+            "starts a single process)",
+            stacklevel=2,
+        )
 
 
 def require_trackers(report_to: list[str] | str | None) -> None:
@@ -252,20 +291,60 @@ def load_config_file(path: str) -> dict[str, Any]:
     return config
 
 
-def make_parser(dataclass_types: tuple[type, ...], prog: str, description: str | None) -> HfArgumentParser:
-    """An `HfArgumentParser` over `dataclass_types` whose usage line shows the optional config file."""
+def resolve_config_file(name: str) -> str:
+    """`name` when it is a file, else the shipped config of that file name (`pretrain_demo.yaml`, `pretrain_demo` or
+    `training/configs/pretrain_demo.yaml`): the configs are package data, usable from any folder."""
+    if os.path.isfile(name):
+        return name
+    for candidate in (Path(name).name, f"{Path(name).name}.yaml"):
+        if (SHIPPED_CONFIGS / candidate).is_file():
+            return str(SHIPPED_CONFIGS / candidate)
+    shipped = ", ".join(sorted(path.stem for path in SHIPPED_CONFIGS.glob("*.yaml")))
+    raise FileNotFoundError(f"config file {name!r} does not exist (shipped configs, usable by name: {shipped})")
+
+
+def check_config_keys(parser: HfArgumentParser, config: dict[str, Any], path: str) -> None:
+    """`ValueError` naming the file and each key that is no flag of the command (with the closest flag)."""
+    known = {action.dest for action in parser._actions}
+    problems = []
+    for key in config:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            problems.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if problems:
+        raise ValueError(f"{path}: unknown key {', '.join(problems)}; `{parser.prog} --help_all` lists every flag")
+
+
+def make_parser(
+    dataclass_types: tuple[type, ...], prog: str, description: str | None, hidden: set[str] = frozenset()
+) -> HfArgumentParser:
+    """An `HfArgumentParser` over `dataclass_types` whose usage line shows the optional config file. `--help` lists
+    the common `TrainingArguments` flags and this package's own, minus `hidden` (flags of the other stage);
+    `--help_all` lists every flag (all are accepted either way)."""
     parser = HfArgumentParser(dataclass_types, prog=prog, description=description, formatter_class=HelpFormatter)
-    parser.usage = f"{prog} [CONFIG_FILE.yaml|json] [--flag value ...]"
+    parser.usage = f"{prog} [CONFIG_FILE[.yaml|.json]] [--flag value ...]"
+    parser.epilog = "Only the common flags are listed: `--help_all` lists every TrainingArguments flag."
+    ours = {f.name for f in fields(FlipPretrainingArguments)} - {f.name for f in fields(TrainingArguments)}
+    for action in parser._actions:
+        trainer_only = action.dest in {f.name for f in fields(TrainingArguments)} - COMMON_TRAINING_FLAGS - ours
+        if action.dest in hidden or trainer_only:
+            action.full_help, action.help = action.help, argparse.SUPPRESS
     return parser
 
 
 def parse_args(parser: HfArgumentParser, argv: list[str] | None = None) -> tuple:
-    """Parse `[CONFIG_FILE] [--flag value ...]` into the parser's dataclasses (flags override the file)."""
+    """Parse `[CONFIG_FILE] [--flag value ...]` into the parser's dataclasses (flags override the file). The config
+    file is a path or the name of a shipped config (`resolve_config_file`); its keys must be flags of the command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-") and argv[0].endswith(CONFIG_SUFFIXES):
-        if not os.path.isfile(argv[0]):
-            raise FileNotFoundError(f"config file {argv[0]!r} does not exist")
-        argv = config_to_argv(load_config_file(argv[0])) + argv[1:]
+    if "--help_all" in argv:
+        for action in parser._actions:
+            action.help = getattr(action, "full_help", action.help)
+        argv = ["--help"]
+    if argv and not argv[0].startswith("-"):
+        path = resolve_config_file(argv[0])
+        config = load_config_file(path)
+        check_config_keys(parser, config, path)
+        argv = config_to_argv(config) + argv[1:]
     return parser.parse_args_into_dataclasses(args=argv)
 
 

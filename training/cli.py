@@ -9,7 +9,8 @@
     flip export-id MODEL_DIR exported/flip-id    # ID tower + schema only (no text weights, no tokenizer)
     flip push MODEL_DIR user/repo [--private]
 
-`flip COMMAND --help` lists each command's options.
+`flip COMMAND --help` lists each command's options. Bad input (a missing file, a malformed config or schema, an
+unreachable model) ends with one line on stderr and exit code 2; `--debug` shows the traceback instead.
 """
 
 import importlib
@@ -19,6 +20,8 @@ import re
 import sys
 from contextlib import redirect_stdout, suppress
 from typing import NoReturn
+
+import yaml
 
 COMMANDS = {
     "prepare": ("processing.prepare", "download/parse a dataset, fit the schema, tokenise and cache it"),
@@ -30,6 +33,11 @@ COMMANDS = {
     "push": ("training.hub", "upload a saved model folder to the Hugging Face Hub"),
     "demo": ("training.demo", "end-to-end CPU demo: prepare, pretrain, finetune, compare with DCNv2"),
 }
+
+
+# What bad input, missing files and an unreachable Hub raise (Hub and connection errors are OSErrors).
+USER_ERRORS = (OSError, ValueError, TypeError, ImportError, yaml.YAMLError)
+DEBUG_FLAG = "--debug"
 
 
 def usage() -> str:
@@ -74,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if {"-h", "--help"} & set(argv[1:]):
         show_help(argv[0], argv[1:])
-    run_command(argv[0], argv[1:])
+    debug = DEBUG_FLAG in argv
+    try:
+        run_command(argv[0], [arg for arg in argv[1:] if arg != DEBUG_FLAG])
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"flip {argv[0]}: error: {message} ({DEBUG_FLAG} shows the traceback)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -37,6 +37,7 @@ from processing.processing_flip import SCHEMA_NAME, load_schema
 from processing.schema import TabularSchema
 
 from .arguments import command_parser
+from .model_builder import check_model_source
 from .pipeline import ship_pipeline
 
 INFO_NAME = "export_info.json"
@@ -88,6 +89,7 @@ def load_id_tower(model_dir: str) -> FlipForCTR:
 def export_flip_id(model_dir: str, out_dir: str) -> dict:
     """Write the ID-only serving folder of `model_dir` into `out_dir` (replaced atomically); return its info:
     source and exported sizes in bytes, their ratio, parameter count, files."""
+    check_model_source(model_dir)
     source_mode = FlipForCTR.config_class.from_pretrained(model_dir).ctr_mode
     model, schema = load_id_tower(model_dir).eval(), load_schema(model_dir)
     schema.check_compatible(model.config)

@@ -28,7 +28,15 @@ from transformers import EarlyStoppingCallback, set_seed
 from modeling_flip import FlipCTROutput, FlipForCTR
 from processing.collators import DataCollatorForCTR
 
-from .arguments import DataArguments, FlipTrainingArguments, LoraArguments, ModelArguments, make_parser, parse_args
+from .arguments import (
+    PRETRAINING_ONLY,
+    DataArguments,
+    FlipTrainingArguments,
+    LoraArguments,
+    ModelArguments,
+    make_parser,
+    parse_args,
+)
 from .callbacks import training_callbacks
 from .card import CardInfo
 from .ctr_metrics import compute_metrics
@@ -47,7 +55,8 @@ NON_LOGIT_OUTPUTS = [field.name for field in fields(FlipCTROutput) if field.name
 def main(argv: list[str] | None = None, prog: str = "python -m training.finetune") -> dict:
     """Finetune, evaluate the best validation checkpoint once on test, save the final folder; return results."""
     start = time.time()
-    model_args, data_args, lora_args, args = parse_args(make_parser(ARGUMENT_CLASSES, prog, __doc__), argv)
+    parser = make_parser(ARGUMENT_CLASSES, prog, __doc__, hidden=PRETRAINING_ONLY)
+    model_args, data_args, lora_args, args = parse_args(parser, argv)
     args.label_names = ["labels"]
     set_seed(args.seed)
     if data_args.streaming and args.max_steps <= 0:

@@ -1,7 +1,10 @@
 """Building the model a script trains: from a FLIP checkpoint, around a pretrained PLM, or ID-only; optionally with
 the tabular tower of another checkpoint."""
 
+import os
+
 import torch
+from huggingface_hub import is_offline_mode
 from torch import nn
 from transformers import AutoConfig
 
@@ -12,6 +15,8 @@ def build_model(model_class, model_args, schema, text_model_path: str) -> nn.Mod
     """A `FlipForPretraining` / `FlipForCTR` for `schema`: from `model_args.init_from` (a FLIP checkpoint, with the
     config overrides, e.g. `ctr_mode`), else new around the pretrained PLM, else (`ctr_mode="id"`) without any
     text tower (ID-only baselines: the PLM's config is kept, its weights are never loaded)."""
+    for source in (model_args.init_from, model_args.init_tabular_from):
+        check_model_source(source)
     overrides = model_args.config_overrides()
     schema_kwargs = {"field_names": schema.field_names, "field_vocab_sizes": schema.field_vocab_sizes}
     if model_args.init_from:
@@ -42,3 +47,14 @@ def load_tabular_tower(model: nn.Module, checkpoint: str, schema) -> None:
             f"The tabular tower of {checkpoint!r} (backbone {source.config.backbone!r}) does not fit the model's "
             f"(backbone {model.config.backbone!r}): {error}"
         ) from error
+
+
+def check_model_source(path: str | None) -> None:
+    """`FileNotFoundError` naming `path` when it is no local folder and cannot be a reachable Hub repository (a path
+    that looks local, or any path in offline mode): a mistyped folder otherwise fails as a Hub download."""
+    if path is None or os.path.isdir(path):
+        return
+    looks_local = path.startswith((".", "/", "~")) or os.path.exists(path) or path.count("/") != 1
+    if looks_local or is_offline_mode():
+        hub = "" if looks_local else " (nor a reachable Hub repository: offline mode is on)"
+        raise FileNotFoundError(f"model folder {path!r} does not exist{hub}")

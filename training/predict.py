@@ -36,6 +36,7 @@ from processing.processing_flip import SchemaEncoder, load_schema
 
 from .arguments import command_parser
 from .ctr_metrics import sigmoid
+from .model_builder import check_model_source
 from .scoring import predict_logits
 
 SUFFIXES = (".csv", ".parquet", ".jsonl")
@@ -101,6 +102,7 @@ def load_ctr_model(model_dir: str, processor_dir: str | None = None):
     The encoder is the `FlipProcessor` (from `processor_dir`, default `model_dir`), or for `ctr_mode="id"` a
     `SchemaEncoder` over its schema (same field ids, no tokenizer). Its schema must match the model's fields and
     vocabulary sizes (`check_compatible`: a `ValueError` naming the difference), else ids would index wrong rows."""
+    check_model_source(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
     source = processor_dir or model_dir
     if model.config.ctr_mode == "id":

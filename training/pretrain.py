@@ -23,7 +23,15 @@ from transformers import set_seed
 from modeling_flip import FlipForPretraining
 from processing.collators import DataCollatorForFlipPretraining
 
-from .arguments import DataArguments, FlipPretrainingArguments, LoraArguments, ModelArguments, make_parser, parse_args
+from .arguments import (
+    FINETUNING_ONLY,
+    DataArguments,
+    FlipPretrainingArguments,
+    LoraArguments,
+    ModelArguments,
+    make_parser,
+    parse_args,
+)
 from .callbacks import training_callbacks
 from .card import CardInfo, losses_table
 from .data import dataset_name, load_data
@@ -38,7 +46,8 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, FlipPretrainin
 def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain") -> dict:
     """Pretrain, save the final model + processor + code into `output_dir`, return the results record."""
     start = time.time()
-    model_args, data_args, lora_args, args = parse_args(make_parser(ARGUMENT_CLASSES, prog, __doc__), argv)
+    parser = make_parser(ARGUMENT_CLASSES, prog, __doc__, hidden=FINETUNING_ONLY)
+    model_args, data_args, lora_args, args = parse_args(parser, argv)
     args.label_names = []  # label-free: the model computes its losses with return_loss=True
     set_seed(args.seed)
     if data_args.streaming and args.max_steps <= 0:

@@ -30,6 +30,8 @@ def get_recipe(name_or_path: str | os.PathLike) -> Recipe:
     path = Path(name_or_path)
     if path.is_file() and path.suffix in SCHEMA_FILE_SUFFIXES:
         return table_recipe(path)
+    if path.suffix in SCHEMA_FILE_SUFFIXES and not path.exists():
+        raise FileNotFoundError(f"dataset file {str(name_or_path)!r} does not exist (no such table schema file)")
     raise ValueError(f"Unknown dataset {str(name_or_path)!r}: use one of {sorted(RECIPES)} or a table schema file")
 
 
