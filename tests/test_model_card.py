@@ -20,8 +20,9 @@ def how_to_use(folder) -> str:
     return code.replace('repo = "<user>/<repo>"', f"repo = {str(folder)!r}")
 
 
-def test_ctr_card_example_scores_a_real_training_row(common_args, tmp_path):
+def test_ctr_card_example_scores_a_real_training_row(common_args, tmp_path, capsys):
     run_finetune(tmp_path, common_args, "--ctr_mode", "joint", "--num_train_epochs", "1")
+    assert f"saved to {tmp_path} " in capsys.readouterr().out  # the console summary (tests/test_run_output.py)
     namespace: dict = {}
     exec(how_to_use(tmp_path), namespace)  # noqa: S102 (the card's own example)
     assert set(namespace["rows"]) == {"user_id", "gender", "movie_id", "genre"}  # this model's fields, not MovieLens'

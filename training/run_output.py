@@ -81,5 +81,33 @@ def save_run(trainer, processor, lora_args: LoraArguments, card: CardInfo, resul
         write_json(os.path.join(args.output_dir, TRAINER_STATE_NAME), dataclasses.asdict(trainer.state))
         if args.push_final_to_hub:
             push_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, private=bool(args.hub_private_repo))
+        print(run_summary(results))
     trainer.accelerator.wait_for_everyone()
     return model
+
+
+# Loss components as the console names them; a joint model's training loss is the sum of its three BCE terms.
+LOSS_NAMES = {"icl": "ICL", "mlm": "MLM", "mtm": "MTM", "joint": "joint BCE", "id": "ID BCE", "text": "text BCE"}
+
+
+def run_summary(results: dict[str, Any]) -> str:
+    """The end of a run for the console: what ran, its validation (best checkpoint) and test metrics, each loss
+    component by name, and where the model is."""
+    stage = results.get("stage", "training")
+    mode = f" (ctr_mode={results['ctr_mode']})" if "ctr_mode" in results else ""
+    rows = f"{results['train_steps']} steps, {results['train_rows_seen']:,} training rows seen"
+    lines = [f"{stage} done{mode}: {rows}, {results['wall_time_s']} s"]
+    for split, prefix in (("validation", "eval_"), ("test", "test_")):
+        if results.get(split):
+            lines.append(f"  {split + ':':<12}{metrics_line(results[split], prefix)}")
+    if results.get("ctr_mode") == "joint":
+        lines.append("  (joint mode: the training loss is joint BCE + ID BCE + text BCE; LogLoss: the joint model's)")
+    lines.append(f"saved to {results['output_dir']} (model, processor, model card README.md, {RESULTS_NAME})")
+    return "\n".join(lines)
+
+
+def metrics_line(metrics: dict[str, float], prefix: str) -> str:
+    """`AUC 0.7123  LogLoss 0.6201  ID BCE 0.62 ...` from `eval_*` / `test_*` metrics."""
+    labels = {"auc": "AUC", "logloss": "LogLoss", **{f"{name}_loss": label for name, label in LOSS_NAMES.items()}}
+    found = [(label, metrics[prefix + key]) for key, label in labels.items() if prefix + key in metrics]
+    return "  ".join(f"{label} {value:.4f}" for label, value in found)
