@@ -29,7 +29,7 @@ from .datasets import get_recipe
 from .preparation_key import STATS_NAME, encoding_options, preparation_record, prepared_folder
 from .processing_flip import FlipProcessor
 from .prompts import PromptTemplate
-from .schema import FIELD_OOV_ID, FieldSpec, TabularSchema
+from .schema import FIELD_OOV_ID, FieldSpec, TabularSchema, describe_oov
 from .text_models import resolve_text_model
 
 TRUNCATION_KEY = "num_truncated_values"
@@ -192,6 +192,8 @@ def prepare_dataset(
 
 
 def format_stats(stats: dict[str, Any]) -> str:
+    """The statistics for the console: rows, token lengths and truncation per split, then per field the share of
+    unseen-or-missing values in each split (and a warning for each share above `OOV_WARNING_SHARE`)."""
     lines = [f"{stats['dataset']}: {stats['rows_per_second']:,.0f} rows/s with num_proc={stats['num_proc']}"]
     for name, split in stats["splits"].items():
         t = split["tokens"]
@@ -199,7 +201,13 @@ def format_stats(stats: dict[str, Any]) -> str:
             f"  {name:<10} {split['rows']:>9,} rows  tokens mean {t['mean']} p50 {t['p50']:.0f} p95 {t['p95']:.0f} "
             f"max {t['max']}  truncated rows {split['truncated_rows']} values {split['truncated_values']}"
         )
-    return "\n".join(lines)
+    lines.append("unseen in train or missing, per field:")
+    warnings = []
+    for name, split in stats["splits"].items():
+        line, split_warnings = describe_oov(split["oov_rate"])
+        lines.append(f"  {name:<10} {line}")
+        warnings += [f"{warning} ({name} split)" for warning in split_warnings]
+    return "\n".join(lines + warnings)
 
 
 def build_parser() -> argparse.ArgumentParser:

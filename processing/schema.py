@@ -74,6 +74,22 @@ def normalize_values(values: Iterable[Any], name: str | None = None) -> list[str
     return [v.strip() if type(v) is str else _value_to_str(v, name) for v in values]
 
 
+OOV_WARNING_SHARE = 0.25  # above this share of unseen-or-missing values a field gets a warning
+
+
+def describe_oov(shares: Mapping[str, float], warn_above: float = OOV_WARNING_SHARE) -> tuple[str, list[str]]:
+    """(one line: each field's share of values unseen in train or missing, which all map to the field's OOV id;
+    a warning line per field whose share is above `warn_above`)."""
+    line = ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
+    warnings = [
+        f"warning: {share:.0%} of the {name!r} values are unseen in train or missing (one OOV id for all of them): "
+        "check the column, or that the rows come from the same population as the training data"
+        for name, share in shares.items()
+        if share > warn_above
+    ]
+    return line, warnings
+
+
 def _label_number(value: str) -> float:
     """`"1"` -> 1.0, `"true"` / `"false"` (booleans) -> 1.0 / 0.0; NaN for text and for `""` (missing)."""
     boolean = {"true": 1.0, "false": 0.0}.get(value.lower())
@@ -228,6 +244,10 @@ class TabularSchema:
         for spec in self.fields:
             spec.fit(table[spec.name])
         return self
+
+    def oov_shares(self, rows: int) -> dict[str, float]:
+        """Per field, the share of the values encoded so far (`rows` rows) that were unseen or missing."""
+        return {name: self.oov_counts.get(name, 0) / max(rows, 1) for name in self.field_names}
 
     def encode(self, table: Mapping[str, Sequence[Any]]) -> np.ndarray:
         """Columns -> local field ids `(N, F)` int64. OOV hits are added to `self.oov_counts` per field."""

@@ -33,6 +33,7 @@ import processing  # noqa: F401  (registers FlipProcessor with AutoProcessor)
 from processing.atomic_io import atomic_file
 from processing.collators import DataCollatorForCTR
 from processing.processing_flip import SchemaEncoder, load_schema
+from processing.schema import describe_oov
 
 from .arguments import command_parser
 from .ctr_metrics import sigmoid
@@ -159,6 +160,10 @@ def score_file(model, processor, input_file: str, output_file: str, chunk_size: 
             raise ValueError(f"{input_file} holds no rows: nothing to score (no output written)")
     seconds = max(time.time() - start, 1e-9)
     print(f"scored {writer.rows} rows in {seconds:.1f} s ({writer.rows / seconds:,.0f} rows/s) -> {output_file}")
+    schema = getattr(processor, "schema", None) or getattr(model, "schema", None)
+    if schema is not None:
+        line, warnings = describe_oov(schema.oov_shares(writer.rows))
+        print("\n".join([f"unseen in train or missing, per field: {line}", *warnings]))
     return writer.rows
 
 
