@@ -7,6 +7,7 @@
     flip evaluate MODEL_DIR --dataset movielens-100k --split test
     flip predict MODEL_DIR rows.csv --output_file scored.csv
     flip export-id MODEL_DIR exported/flip-id    # ID tower + schema only (no text weights, no tokenizer)
+    flip export-onnx MODEL_DIR exported/flip-id-onnx   # FLIP_ID as an ONNX Runtime graph + schema (serving)
     flip push MODEL_DIR user/repo [--private]
 
 `flip COMMAND --help` lists each command's options. Bad input (a missing file, a malformed config or schema, an
@@ -30,6 +31,7 @@ COMMANDS = {
     "evaluate": ("training.evaluate", "AUC / LogLoss of a saved model on a dataset split"),
     "predict": ("training.predict", "add a `ctr` probability column to a CSV / Parquet / JSONL table"),
     "export-id": ("training.export", "write the ID tower + schema of a FLIP_ID / FLIP model as a small folder"),
+    "export-onnx": ("training.onnx_export", "write FLIP_ID as an ONNX graph + schema: serving without torch"),
     "push": ("training.hub", "upload a saved model folder to the Hugging Face Hub"),
     "demo": ("training.demo", "end-to-end CPU demo: prepare, pretrain, finetune, compare with DCNv2"),
 }

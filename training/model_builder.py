@@ -4,7 +4,7 @@ the tabular tower of another checkpoint."""
 import os
 
 import torch
-from huggingface_hub import is_offline_mode
+from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from torch import nn
 from transformers import AutoConfig
 
@@ -51,10 +51,11 @@ def load_tabular_tower(model: nn.Module, checkpoint: str, schema) -> None:
 
 def check_model_source(path: str | None) -> None:
     """`FileNotFoundError` naming `path` when it is no local folder and cannot be a reachable Hub repository (a path
-    that looks local, or any path in offline mode): a mistyped folder otherwise fails as a Hub download."""
+    that looks local, or in offline mode a repo id absent from the Hub cache): a mistyped folder otherwise fails as a
+    Hub download."""
     if path is None or os.path.isdir(path):
         return
     looks_local = path.startswith((".", "/", "~")) or os.path.exists(path) or path.count("/") != 1
-    if looks_local or is_offline_mode():
-        hub = "" if looks_local else " (nor a reachable Hub repository: offline mode is on)"
+    if looks_local or (is_offline_mode() and not isinstance(try_to_load_from_cache(path, "config.json"), str)):
+        hub = "" if looks_local else " (nor a Hub repository in the local cache: offline mode is on)"
         raise FileNotFoundError(f"model folder {path!r} does not exist{hub}")

@@ -3,6 +3,7 @@
     python -m training.predict outputs/demo/flip rows.csv --output_file scored.csv
     flip predict my-user/flip-movielens-100k rows.parquet --output_file scored.parquet --batch_size 512
     flip predict exported/flip-id big.jsonl --output_file big.scored.parquet --chunk_size 200000   # flip export-id
+    flip predict exported/flip-id-onnx rows.csv --runtime onnx     # flip export-onnx: ONNX Runtime, no torch model
 
 Input and output: `.csv`, `.parquet` or `.jsonl` (by suffix; they may differ). The input is streamed in chunks of
 `--chunk_size` rows (pandas chunks for CSV / JSONL, pyarrow `iter_batches` for Parquet), each chunk encoded, scored
@@ -10,7 +11,7 @@ and appended to the output, so memory stays flat whatever the file size; a progr
 throughput (rows/s) is printed at the end. CSV cells are read as strings, so ids such as zip codes keep their
 leading zeros. The output is written to a temporary file next to it and renamed once complete: an interrupted run
 never leaves a half-written output (an existing file stays as it was). ID models (`ctr_mode="id"`) encode rows with
-the schema alone (no tokenisation).
+the schema alone (no tokenisation); so does `--runtime onnx` (`processing.onnx_serving.ORTFlipForCTR`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import modeling_flip  # noqa: F401  (registers the FLIP Auto classes)
 import processing  # noqa: F401  (registers FlipProcessor with AutoProcessor)
 from processing.atomic_io import atomic_file
 from processing.collators import DataCollatorForCTR
+from processing.onnx_serving import ORTFlipForCTR
 from processing.processing_flip import SchemaEncoder, load_schema
 from processing.schema import describe_oov
 
@@ -137,7 +139,10 @@ def predict_probs(model, processor, encoded, batch_size: int, progress: bool = T
 
 
 def score_frame(model, processor, frame: pd.DataFrame, batch_size: int, progress: bool = False) -> np.ndarray:
-    """Click probabilities (N,) of the raw rows of one chunk (encoded in memory, no `Dataset`)."""
+    """Click probabilities (N,) of the raw rows of one chunk (encoded in memory, no `Dataset`); an ONNX Runtime model
+    (`ORTFlipForCTR`, no processor) encodes them with its own schema."""
+    if isinstance(model, ORTFlipForCTR):
+        return model.predict(frame, batch_size=batch_size)
     encoded = processor(frame)
     rows = [dict(zip(encoded.keys(), values)) for values in zip(*encoded.values())]
     return predict_probs(model, processor, rows, batch_size, progress=progress)
@@ -169,7 +174,7 @@ def score_file(model, processor, input_file: str, output_file: str, chunk_size: 
 
 def main(argv: list[str] | None = None, prog: str = "python -m training.predict") -> str:
     parser = command_parser(prog, __doc__)
-    parser.add_argument("model", help="saved CTR model folder, Hub repo id or `flip export-id` folder")
+    parser.add_argument("model", help="CTR model folder or Hub repo id (`flip export-id` / `export-onnx` ones too)")
     parser.add_argument("input_file", help="table to score (.csv, .parquet, .jsonl)")
     parser.add_argument(
         "--output_file", default=None, help="default: INPUT with a .scored suffix before the extension"
@@ -177,12 +182,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.predict"
     parser.add_argument("--batch_size", type=int, default=256, help="rows per forward pass")
     parser.add_argument("--chunk_size", type=int, default=100_000, help="rows read, scored and written at a time")
     parser.add_argument("--processor", default=None, help="folder of the FlipProcessor (default: MODEL)")
+    parser.add_argument(
+        "--runtime", choices=["torch", "onnx"], default="torch", help="onnx: MODEL is a `flip export-onnx` folder"
+    )
     args = parser.parse_args(argv)
+    if args.runtime == "onnx" and args.processor:
+        parser.error("--processor does not apply to --runtime onnx: the exported folder encodes rows with its schema")
     if not os.path.isfile(args.input_file):
         parser.error(f"input file {args.input_file!r} does not exist")
     stem, suffix = os.path.splitext(args.input_file)
     output_file = args.output_file or f"{stem}.scored{suffix}"
-    model, processor = load_ctr_model(args.model, args.processor)
+    if args.runtime == "onnx":
+        model, processor = ORTFlipForCTR.from_pretrained(args.model), None
+    else:
+        model, processor = load_ctr_model(args.model, args.processor)
     score_file(model, processor, args.input_file, output_file, args.chunk_size, args.batch_size)
     return output_file
 
