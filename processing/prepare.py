@@ -1,6 +1,9 @@
 """`flip prepare DATASET`: raw data -> processed DatasetDict + FlipProcessor in one folder.
 
-    python -m processing.prepare movielens-100k --output-dir data/ml100k --num-proc 2
+    flip prepare movielens-100k --output_dir data/ml100k --max_length 80
+    flip prepare clicks-example                    # the shipped example table (processing/datasets/example/)
+    flip prepare my_table.yaml                      # your own table, described by a table schema file (below)
+    flip prepare rows.csv --label clicked           # infers rows.yaml (check and edit it), then prepares it
 
 The output folder holds the encoded splits (`datasets.load_from_disk(dir)`), the processor
 (`FlipProcessor.from_pretrained(dir)`: tokenizer, fitted schema `flip_schema.json`, template) and
@@ -26,6 +29,8 @@ from transformers import AutoTokenizer
 
 from .atomic_io import atomic_dir
 from .datasets import get_recipe
+from .datasets.table import READERS, infer_schema, write_schema_file
+from .datasets.table import __doc__ as SCHEMA_HELP
 from .preparation_key import STATS_NAME, encoding_options, preparation_record, prepared_folder
 from .processing_flip import FlipProcessor
 from .prompts import PromptTemplate
@@ -211,8 +216,17 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flip prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", help="registered name (movielens-100k, movielens-1m, ...) or table schema file")
+    parser = argparse.ArgumentParser(
+        prog="flip prepare",
+        description="\n\n".join([*__doc__.split("\n\n")[:2], f"Table schema file:\n{SCHEMA_HELP}"]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "dataset", help="registered name (movielens-100k, clicks-example, ...), table schema file or table (--label)"
+    )
+    parser.add_argument("--label", default=None, help="a table file: its label column (a schema file is inferred)")
+    parser.add_argument("--label_threshold", type=float, default=None, help="with --label: label = value >= T")
+    parser.add_argument("--positive_labels", nargs="+", default=None, help="with --label: the values of a click")
     parser.add_argument(
         "--output_dir",
         "--output-dir",
@@ -249,8 +263,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def schema_for_table(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """`args.dataset` itself, or for a table file (.csv, .parquet, ...) the schema file inferred next to it."""
+    table = Path(args.dataset)
+    if table.suffix not in READERS:
+        return args.dataset
+    if args.label is None:
+        parser.error(f"{table} is a table: name its label column with --label COLUMN (a schema file is inferred)")
+    schema_path = table.with_suffix(".yaml")
+    if schema_path.exists() and not args.overwrite:
+        parser.error(
+            f"{schema_path} exists: prepare it (`flip prepare {schema_path}`) or infer it again (--overwrite)"
+        )
+    config, notes = infer_schema(table, args.label, args.label_threshold, args.positive_labels)
+    write_schema_file(config, schema_path, notes, f"flip prepare {table} --label {args.label}")
+    print(f"wrote {schema_path} (fields {config['fields']}; {'; '.join(notes)}): check and edit it")
+    return str(schema_path)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.dataset = schema_for_table(args, parser)
     recipe_kwargs = {k: v for k, v in (("raw_path", args.raw_path), ("subset", args.subset)) if v is not None}
     options = {"text_model": args.text_model, "max_length": args.max_length, **recipe_kwargs}
     options["num_buckets"] = parse_buckets(args.num_buckets)

@@ -13,6 +13,7 @@ from datasets import load_from_disk
 
 from processing import FlipProcessor
 from processing.datasets import (
+    EXAMPLES,
     RECIPES,
     DownloadError,
     fetch_url,
@@ -22,6 +23,7 @@ from processing.datasets import (
     split_by_time,
 )
 from processing.datasets.download import cache_root
+from processing.datasets.table import infer_schema
 from processing.prepare import main, prepare_dataset
 from processing.text_models import MINILM_HUB_ID, resolve_text_model
 from tests._data_fixtures import GOLDEN_PROMPT, GOLDEN_ROW, ML_FIELDS
@@ -381,3 +383,69 @@ def test_text_labels_without_positive_labels_say_what_to_set(tmp_path, rules, me
     path, _ = _write_clicks(tmp_path, **rules)
     with pytest.raises(ValueError, match=message):
         load_ctr_dataset(path)
+
+
+# ---------------------------------------------------------------- bring your own data (issue 15 item 13)
+
+
+def test_the_shipped_example_table_loads_by_name():
+    splits = load_ctr_dataset("clicks-example")
+    assert {name: len(split) for name, split in splits.items()} == {"train": 320, "validation": 40, "test": 40}
+    schema = get_recipe("clicks-example").schema()
+    assert schema.field_names == ["user_id", "item_id", "category", "device"]
+    assert set(schema.labels(splits["train"]["clicked"])) == {0, 1}  # 'yes' / 'no' through positive_labels
+
+
+def test_prepare_infers_a_schema_file_from_a_table(tmp_path, tiny_encoder_dir, capsys):
+    import pandas as pd
+    import yaml
+
+    frame = pd.read_csv(EXAMPLES["clicks-example"].with_suffix(".csv"))
+    frame.insert(0, "row_id", range(len(frame)))  # an id column: left out
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    stats = main([str(tmp_path / "rows.csv"), "--label", "clicked", "--text_model", tiny_encoder_dir, "--output_dir",
+                  str(tmp_path / "prepared")])  # fmt: skip
+    schema = yaml.safe_load((tmp_path / "rows.yaml").read_text())
+    assert schema["fields"] == ["user_id", "item_id", "category", "device"]
+    assert (schema["positive_labels"], schema["time_column"]) == (["yes"], "timestamp")
+    assert "left out 'row_id'" in (tmp_path / "rows.yaml").read_text() and "wrote" in capsys.readouterr().out
+    assert stats["splits"]["train"]["rows"] == 320
+    with pytest.raises(SystemExit) as exit_info:  # an existing schema file is not overwritten
+        main([str(tmp_path / "rows.csv"), "--label", "clicked"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("labels", "rules", "expected"),
+    [
+        (["5", "3", "4"], {}, "pass --label_threshold"),
+        (["5", "3", "4"], {"label_threshold": 4.0}, {"label_threshold": 4.0}),
+        (["0", "1", "1"], {}, {}),
+        (["hit", "miss", "miss"], {}, "--positive_labels"),
+        (["hit", "miss", "miss"], {"positive_labels": ["hit"]}, {"positive_labels": ["hit"]}),
+        (["Yes", "No", "No"], {}, {"positive_labels": ["Yes"]}),
+    ],
+)
+def test_inferred_label_rules(tmp_path, labels, rules, expected):
+    rows = "\n".join(f"u{i},{label}" for i, label in enumerate(labels * 10))
+    (tmp_path / "t.csv").write_text(f"user,label\n{rows}\n")
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            infer_schema(tmp_path / "t.csv", "label", **rules)
+        return
+    config, _ = infer_schema(tmp_path / "t.csv", "label", **rules)
+    assert {key: config[key] for key in ("label_threshold", "positive_labels") if key in config} == expected
+
+
+def test_an_unquoted_yaml_yes_is_refused(tmp_path):
+    path, _ = _write_clicks(tmp_path)
+    path.write_text(path.read_text() + "positive_labels: [yes]\n")
+    with pytest.raises(ValueError, match="YAML boolean: quote the values"):
+        load_ctr_dataset(path)
+
+
+def test_prepare_help_documents_the_schema_file(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "Table schema file:" in out and "positive_labels" in out and "--label LABEL" in out

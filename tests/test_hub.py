@@ -204,3 +204,4 @@ def test_wheel_ships_the_model_card_template_and_remote_code(tmp_path):
         for path in (repo / package).glob("*.py")
     }
     assert modules <= names and "training/configs/finetune_demo.yaml" in names
+    assert {"processing/datasets/example/clicks.csv", "processing/datasets/example/clicks.yaml"} <= names

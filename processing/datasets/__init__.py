@@ -21,18 +21,22 @@ from .table import table_recipe
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (MOVIELENS_100K, MOVIELENS_1M, BOOKCROSSING, GOODREADS)}
 SCHEMA_FILE_SUFFIXES = {".json", ".yaml", ".yml"}
+EXAMPLES = {"clicks-example": Path(__file__).parent / "example" / "clicks.yaml"}  # a table schema file + its CSV
 
 
 def get_recipe(name_or_path: str | os.PathLike) -> Recipe:
     """A registered recipe by name, or a table recipe from a JSON/YAML schema file path."""
     if str(name_or_path) in RECIPES:
         return RECIPES[str(name_or_path)]
+    if str(name_or_path) in EXAMPLES:
+        return table_recipe(EXAMPLES[str(name_or_path)])
     path = Path(name_or_path)
     if path.is_file() and path.suffix in SCHEMA_FILE_SUFFIXES:
         return table_recipe(path)
     if path.suffix in SCHEMA_FILE_SUFFIXES and not path.exists():
         raise FileNotFoundError(f"dataset file {str(name_or_path)!r} does not exist (no such table schema file)")
-    raise ValueError(f"Unknown dataset {str(name_or_path)!r}: use one of {sorted(RECIPES)} or a table schema file")
+    names = sorted([*RECIPES, *EXAMPLES])
+    raise ValueError(f"Unknown dataset {str(name_or_path)!r}: use one of {names} or a table schema file")
 
 
 def load_ctr_dataset(name_or_path: str | os.PathLike, cache_dir: str | None = None, **kwargs) -> DatasetDict:

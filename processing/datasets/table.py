@@ -8,10 +8,11 @@
       - {name: item_id, display_name: item, num_buckets: 100000}   # hashed field
     label_column: rating
     label_threshold: 4                  # label = rating >= 4; omit it when the column is already 0/1
-    # positive_labels: [yes]            # text labels instead: these values are clicks, any other value is not
+    # positive_labels: ['yes']          # text labels instead: these values are clicks, any other is not
     time_column: timestamp              # omit: file order
     tie_columns: [user_id, item_id]     # optional tie-breakers of the time sort (raw values)
 
+`flip prepare rows.csv --label clicked` infers such a file for a table (`infer_schema`), to check and edit.
 `load_ctr_dataset("my_data.yaml")` then gives the usual DatasetDict (fields as display strings, the label column
 with its raw values, time). The label rules travel with the fitted schema (`flip_schema.json`), so the saved
 processor maps the same raw column of new tables to `labels`.
@@ -26,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..schema import FieldSpec, TabularSchema
+from ..schema import FieldSpec, TabularSchema, normalize_values
 from .base import Recipe, as_display_strings, sort_for_split
 
 # Text tables are read as strings (like `flip predict` reads them): ids such as zip codes keep their leading zeros.
@@ -79,6 +80,8 @@ def check_schema_config(config: Any, path: str | os.PathLike) -> None:
     positive = config.get("positive_labels")
     if positive is not None and (not isinstance(positive, list) or not positive):
         problems.append(f"positive_labels must be a non-empty list of label values, got {positive!r}")
+    elif positive and any(isinstance(value, bool) for value in positive):
+        problems.append(f"positive_labels {positive!r} holds a YAML boolean: quote the values, e.g. ['yes']")
     if positive is not None and threshold is not None:
         problems.append("set label_threshold (numeric labels) or positive_labels (text labels), not both")
     if problems:
@@ -148,3 +151,62 @@ def table_recipe(schema_path: str | os.PathLike) -> Recipe:
         positive_labels=label_rules.positive_labels,
         source_files=[str(Path(schema_path).resolve()), *(str(base_dir / f) for f in data_file_list(config))],
     )
+
+
+TIME_COLUMN_NAMES = ("timestamp", "time", "ts", "datetime", "date", "event_time")
+POSITIVE_WORDS = ("1", "yes", "y", "true", "clicked", "click", "positive", "pos")
+
+
+def infer_schema(
+    table: str | os.PathLike,
+    label_column: str,
+    label_threshold: float | None = None,
+    positive_labels: list[str] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """(a schema-file config for `table`, notes on what was guessed): every column but the label and a time column
+    (found by name) is a categorical field, except columns with a different value on every row (row ids); the label
+    rules come from the arguments, else from the label values (0/1, or two text values one of which means a click)."""
+    path = Path(table)
+    frame = read_table(path)
+    if label_column not in frame.columns:
+        raise ValueError(f"{path} has no column {label_column!r} (columns: {list(frame.columns)})")
+    time_column = next((c for c in frame.columns if c.lower() in TIME_COLUMN_NAMES and c != label_column), None)
+    rest = [column for column in frame.columns if column not in (label_column, time_column)]
+    row_ids = [column for column in rest if len(frame) > 20 and frame[column].nunique() == len(frame)]
+    config: dict[str, Any] = {"data_files": path.name, "fields": [c for c in rest if c not in row_ids]}
+    config["label_column"] = label_column
+    config.update(label_rules(frame[label_column], label_column, label_threshold, positive_labels))
+    notes = [f"time column: {time_column}" if time_column else "no time column found: the split keeps the file order"]
+    notes += [f"left out {column!r}: a different value on every row (an id)" for column in row_ids]
+    if time_column:
+        config["time_column"] = time_column
+    return config, notes
+
+
+def label_rules(
+    values: pd.Series, column: str, label_threshold: float | None, positive_labels: list[str] | None
+) -> dict[str, Any]:
+    """`label_threshold` / `positive_labels` as given, else what the values imply (none for 0/1)."""
+    if label_threshold is not None:
+        return {"label_threshold": label_threshold}
+    if positive_labels:
+        return {"positive_labels": positive_labels}
+    distinct = sorted(set(normalize_values(values)) - {""})
+    if {value.lower() for value in distinct} <= {"0", "1", "true", "false"}:
+        return {}
+    clicks = [value for value in distinct if value.lower() in POSITIVE_WORDS]
+    if len(distinct) == 2 and len(clicks) == 1:
+        return {"positive_labels": clicks}
+    raise ValueError(
+        f"cannot tell which values of the label column {column!r} are clicks ({distinct[:6]}): pass --label_threshold "
+        "T (numbers: label = value >= T) or --positive_labels VALUE [VALUE ...] (text)"
+    )
+
+
+def write_schema_file(config: dict[str, Any], path: str | os.PathLike, notes: list[str], command: str) -> None:
+    """The inferred `config` as a commented YAML schema file, for the user to check and edit."""
+    import yaml
+
+    header = [f"# Inferred by `{command}`: check and edit it, then prepare it with `flip prepare {Path(path).name}`."]
+    header += [f"# {note}" for note in notes] + ["# Keys: `flip prepare --help`."]
+    Path(path).write_text("\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
