@@ -27,6 +27,9 @@ from training import cli, predict
 from training.export import INFO_NAME, load_exported_id, score_exported
 from training.onnx_export import check_parity
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import serving_onnx
+
 tiny_ctr_dirs = test_pipeline.tiny_ctr_dirs  # the shared fixture: tiny saved FlipForCTR + FlipProcessor folders
 BACKBONES = ("dcnv2", "deepfm", "autoint")
 BUCKETS = 16
@@ -173,6 +176,29 @@ def test_onnx_serving_errors_name_the_fix(exports, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match=r"flip-ctr\[onnx\]"):
         ORTFlipForCTR.from_pretrained(folder)
+
+
+def test_serving_benchmark_compares_the_same_scores(exports):
+    source, folder = exports["dcnv2"]
+    models = serving_onnx.Models.load(source, folder, threads=1)
+    batches = serving_onnx.column_batches(rows_frame(10).to_dict("list"), batch_size=4, count=3)  # wraps around
+    assert [len(batch["user_id"]) for batch in batches] == [4, 4, 4]
+    assert batches[2]["user_id"][2] == batches[0]["user_id"][0]
+    runs = serving_onnx.contenders(models, batches)
+    with torch.inference_mode():
+        model_only = [np.asarray(runs[name](1), dtype=np.float64) for name in serving_onnx.MODEL_ONLY]
+        end_to_end = [np.asarray(runs[name](1), dtype=np.float64) for name in serving_onnx.END_TO_END]
+    for logits in model_only[1:]:
+        np.testing.assert_allclose(model_only[0], logits, atol=1e-5, rtol=0)  # ORT, FLIP_ID eager, bare DCNv2
+    np.testing.assert_allclose(end_to_end[0], end_to_end[1], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(end_to_end[0], 1 / (1 + np.exp(-model_only[0])), atol=1e-5, rtol=0)
+    times = serving_onnx.time_calls(runs, num_batches=3, rounds=2)
+    stats = {4: {name: serving_onnx.latency_stats(t, 4) for name, t in times.items()}}
+    assert all(row["calls"] == 6 and row["p99_ms"] >= row["p50_ms"] > 0 for row in stats[4].values())
+    results = {"batches": stats, "parity_max_abs_diff": 0.0, "load_before": "0", "load_after": "0"}
+    meta = dict.fromkeys(("threads", "date", "hardware", "onnxruntime", "command", "model"), "x")
+    text = serving_onnx.markdown(results, meta)
+    assert text.count("| 4 |") == 5 and "| 4 | FLIP_ID, PyTorch eager |" in text and "| 1.00x |" in text
 
 
 # Runs in a fresh interpreter where torch, transformers, huggingface_hub and this repository cannot be imported: the
