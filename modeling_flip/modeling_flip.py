@@ -41,9 +41,11 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather
+    # torch's autograd-aware functional collective (`torch.distributed.nn.functional.all_gather` is deprecated):
+    # the backward pass is a reduce-scatter, which sums every process's gradient into the local slice
+    from torch.distributed._functional_collectives import all_gather_tensor_autograd
 
-    return torch.cat(all_gather(tensor), dim=0)
+    return all_gather_tensor_autograd(tensor.contiguous(), gather_dim=0, group=dist.group.WORLD)
 
 
 def contrastive_loss(
@@ -195,6 +197,29 @@ def _text_model_kwargs(text_config: PreTrainedConfig) -> dict:
         "add_pooling_layer" in inspect.signature(MODEL_MAPPING[type(text_config)].__init__).parameters
     )
     return {"add_pooling_layer": False} if accepts_pooling_flag else {}
+
+
+@contextmanager
+def _without_pooler_report(text_config: PreTrainedConfig, pooling_kwargs: dict):
+    """While loading an encoder built without its pooler (`add_pooling_layer=False`), its checkpoint's pooler weights
+    are expected leftovers: keep them out of transformers' load report (a warning table on every run)."""
+    if not pooling_kwargs:
+        yield
+        return
+    model_class = MODEL_MAPPING[type(text_config)]
+    saved = model_class.__dict__.get("_keys_to_ignore_on_load_unexpected", _NOT_SET)
+    ignored = model_class._keys_to_ignore_on_load_unexpected or []
+    model_class._keys_to_ignore_on_load_unexpected = [*ignored, r"pooler\."]
+    try:
+        yield
+    finally:
+        if saved is _NOT_SET:
+            del model_class._keys_to_ignore_on_load_unexpected
+        else:
+            model_class._keys_to_ignore_on_load_unexpected = saved
+
+
+_NOT_SET = object()
 
 
 class FlipTabularModel(nn.Module):
@@ -358,10 +383,9 @@ class FlipPreTrainedModel(PreTrainedModel):
         """
         text_config = AutoConfig.from_pretrained(text_model_name_or_path)
         text_model_kwargs = {"use_safetensors": True, **(text_model_kwargs or {})}  # never unpickle weights
-        with _named_weight_errors(text_model_name_or_path):
-            text_model = AutoModel.from_pretrained(
-                text_model_name_or_path, **_text_model_kwargs(text_config), **text_model_kwargs
-            )
+        pooling_kwargs = _text_model_kwargs(text_config)
+        with _named_weight_errors(text_model_name_or_path), _without_pooler_report(text_config, pooling_kwargs):
+            text_model = AutoModel.from_pretrained(text_model_name_or_path, **pooling_kwargs, **text_model_kwargs)
         return cls(FlipConfig(text_config=text_model.config, **config_kwargs), text_model=text_model)
 
     def freeze_unused_parameters(self) -> None:

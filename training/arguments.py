@@ -162,7 +162,8 @@ class FlipTrainingArguments(TrainingArguments):
     column), `eval_strategy="epoch"`, `save_strategy="epoch"`, `save_total_limit=2`, `load_best_model_at_end=True`,
     `metric_for_best_model="auc"` (validation AUC; the test split is evaluated once, at the end), and the
     reference's FLIP_ID recipe: `learning_rate=1e-3` constant (`lr_scheduler_type="constant"`),
-    `per_device_train_batch_size=1024`, no gradient clipping (`max_grad_norm=0`), `logging_steps=50`.
+    `per_device_train_batch_size=1024`, no gradient clipping (`max_grad_norm=0`), `logging_steps=50`,
+    `ddp_find_unused_parameters=False` (every trainable parameter gets a gradient: `freeze_unused_parameters`).
     New fields: `text_learning_rate` (separate PLM learning rate), `early_stopping_patience` (0 = off),
     `max_train_minutes` (time budget: training stops, evaluates and saves once it is spent),
     `log_tabular_gradients` (per-loss gradient norms into the tabular tower, see `FlipTrainer`).
@@ -186,6 +187,10 @@ class FlipTrainingArguments(TrainingArguments):
     per_device_train_batch_size: int = field(default=1024, metadata={"help": "Train batch size per device."})
     per_device_eval_batch_size: int = field(default=1024, metadata={"help": "Eval batch size per device."})
     logging_steps: float = field(default=50, metadata={"help": "Log every N steps."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "DDP: search for unused parameters (off: the models freeze what no loss reaches)."},
+    )
     text_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the text tower (default: learning_rate)."}
     )

@@ -1,11 +1,16 @@
 """LoRA on the text tower (`peft`): wrap a FLIP model before training, save the adapter and merge after."""
 
 import os
+import warnings
 
 from torch import nn
 
 from .arguments import LoraArguments
 from .trainer import TEXT_TOWER_NAME
+
+# Trainer reads `is_gradient_checkpointing` through the PeftModel, which forwards it to a deprecated peft property:
+# expected, and nothing for a user to change.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def _trainable_non_text_modules(module: nn.Module, prefix: str = "") -> list[str]:
