@@ -212,7 +212,32 @@ def test_demo_table_has_rela_impr_against_dcnv2():
     ]
     rows, markdown = results_table(records)
     assert [row["rela_impr_vs_dcnv2_pct"] for row in rows] == [0.0, 25.0]
-    assert "| FLIP | 0.7500 | 0.6000 | +25.00% | 4,096 | 20 |" in markdown
+    assert "| FLIP | 4,096 | 0.7500 | 0.6000 | +25.00% | 20 |" in markdown
+
+
+def test_demo_table_says_when_a_row_is_budget_bound():
+    """Issue 15 item 20: the joint model's row on the CPU budget says, in the table, how few rows it saw."""
+    from training.demo import results_table
+
+    records = [
+        {
+            "stage": "DCNv2",
+            "test": {"test_auc": 0.73, "test_logloss": 0.6},
+            "train_rows_seen": 480_000,
+            "wall_time_s": 60,
+        },
+        {
+            "stage": "FLIP",
+            "test": {"test_auc": 0.62, "test_logloss": 0.66},
+            "train_rows_seen": 3_840,
+            "wall_time_s": 150,
+        },
+    ]
+    markdown = results_table(records)[1]
+    assert (
+        "| FLIP | 3,840 | 0.6200 | 0.6600 | -47.83% (budget-bound: 0.8% of DCNv2's training rows) | 150 |" in markdown
+    )
+    assert "| DCNv2 | 480,000 | 0.7300 | 0.6000 | +0.00% | 60 |" in markdown
 
 
 def test_push_to_hub_publishes_the_final_folder_not_the_trainer(common_args, tmp_path, monkeypatch):
