@@ -71,7 +71,11 @@ def plot_pretraining_curve(suite: quality.Suite, path: Path, key: str = CURVE_PR
     """FLIP_ID test AUC (mean +- std, seeds as dots) against the epoch of the `key` pretraining checkpoint it was
     finetuned from, over the DCNv2 mean +- 2 std band; False without DCNv2 and at least one FLIP_ID point."""
     cells = quality.selected_cells(suite)
-    rows = [row for row in suite.rows if row.pretraining == key and row.pretraining_epoch and row.name in cells]
+    rows = [
+        row
+        for row in suite.rows
+        if row.pretraining == key and row.pretraining_epoch and row.train_fraction is None and row.name in cells
+    ]
     if quality.BASE_ROW not in cells or not rows:
         return False
     base = np.array([record["test_auc"] for record in cells[quality.BASE_ROW]])

@@ -47,7 +47,6 @@ QUALITY_CONFIGS = Path(__file__).resolve().parent / "quality_configs"
 PRETRAIN_CONFIG = str(QUALITY_CONFIGS / "pretrain_reference_cpu.yaml")
 FINETUNE_CONFIG = str(QUALITY_CONFIGS / "finetune_reference_cpu.yaml")
 BASE_ROW = "DCNv2"
-MARK_START, MARK_END = "<!-- quality:start -->", "<!-- quality:end -->"
 SEGMENTS_NAME = "quality_segments.json"  # wall time, hardware and steps of every (resumed) pretraining segment
 
 
@@ -95,7 +94,8 @@ class TextModel:
 
 @dataclass(frozen=True)
 class Pretraining:
-    """One FLIP pretraining run (`config` + `args`), shared by the finetuning rows that name its key."""
+    """One FLIP pretraining run (`config` + `args`) on the train rows of `split`, shared by the finetuning rows that
+    name its key; `stop_after_epochs` ends a run early (its schedule still spans the config's epochs)."""
 
     key: str
     text_model: TextModel
@@ -103,13 +103,17 @@ class Pretraining:
     args: tuple[str, ...] = ()
     seed: int = 42
     config: str = PRETRAIN_CONFIG
+    split: str = "time"
 
 
 @dataclass(frozen=True)
 class Row:
     """One line of the quality table: a finetuning variant (`mode` id / text / joint), its backbone, its PLM (None
     for ID-only rows), the pretraining it starts from (None = from scratch; `pretraining_epoch`: that epoch's
-    checkpoint instead of the final model), the finetune `config` plus `args`, and the validation `grid`."""
+    checkpoint instead of the final model), the finetune `config` plus `args`, and the validation `grid`.
+    `split` names the data split (time / random); `train_fraction` finetunes on that fraction of the train labels
+    (`train_subset` random, drawn with the cell's seed so that every model of a seed sees the same rows, or oldest);
+    rows that share a `family` form one label-efficiency curve."""
 
     name: str
     mode: str
@@ -121,6 +125,10 @@ class Row:
     seeds: tuple[int, ...] = (0, 1, 2)
     grid: tuple[GridPoint, ...] = (REFERENCE,)
     config: str = FINETUNE_CONFIG
+    split: str = "time"
+    train_fraction: float | None = None
+    train_subset: str = "random"
+    family: str | None = None
 
 
 @dataclass
@@ -144,37 +152,67 @@ MEAN_POOLING = flags("--text_pooling mean")
 
 
 def default_suite(output_dir: str = "outputs/quality") -> Suite:
-    """movielens-100k on a 2-core CPU, reference recipe: the ID-only baselines, FLIP_ID from a 10-epoch pretraining
-    (curve over epochs 1, 3, 10) and the loss ablations at 3 epochs each, every ID row over `ID_GRID`."""
-    reference = Pretraining("ref10", MINILM_2, args=MEAN_POOLING)
-    three_epochs = (*MEAN_POOLING, "--num_train_epochs", "3")
+    """movielens-100k on a 2-core CPU, reference recipe, every ID row over `ID_GRID`:
+
+    - issue #13: the ID-only baselines; FLIP_ID from the 10-epoch pretraining `ref10` at epochs 1, 3 and 10 (the
+      curve); the loss ablations, each its own 10-epoch-schedule pretraining compared at epoch 3 with `ref10`'s
+      epoch 3 (`quality.py pretrain --keys ref10_no_icl --until_epoch 3` stops there; rerun without it to go on);
+    - issue #14: label efficiency (5 / 10 / 25% of the train labels, seeded random subsets shared by both models,
+      and 10% oldest rows) for DCNv2 and FLIP_ID, and the random split (`rand10`: a pretraining on its train rows).
+    """
+    time_epochs, label_epoch = (1, 3, 10), 10
     pretrainings = {
-        "ref10": reference,
-        "ref3": Pretraining("ref3", MINILM_2, args=three_epochs),
+        "ref10": Pretraining("ref10", MINILM_2, args=MEAN_POOLING),
         **{
-            f"ref3_no_{loss}": Pretraining(f"ref3_no_{loss}", MINILM_2, args=(*three_epochs, f"--use_{loss}", "false"))
+            f"ref10_no_{loss}": Pretraining(
+                f"ref10_no_{loss}", MINILM_2, args=(*MEAN_POOLING, f"--use_{loss}", "false")
+            )
             for loss in ("icl", "mlm", "mtm")
         },
+        "rand10": Pretraining("rand10", MINILM_2, args=MEAN_POOLING, split="random"),
     }
+
+    def flip_id(epoch: int, key: str = "ref10", **kwargs) -> Row:
+        return Row(f"FLIP_ID-DCNv2 [{key} epoch {epoch}]", "id", pretraining=key, pretraining_epoch=epoch, **kwargs)
+
+    def label_rows(name: str, **kwargs) -> list[Row]:
+        subsets = [(fraction, "random") for fraction in (0.05, 0.1, 0.25)] + [(0.1, "oldest")]
+        return [
+            Row(
+                f"{name} @ {fraction:.0%} labels ({how})",
+                "id",
+                train_fraction=fraction,
+                train_subset=how,
+                family=f"{name} ({how} rows)" if how == "oldest" else name,
+                grid=ID_GRID,
+                **kwargs,
+            )
+            for fraction, how in subsets
+        ]
+
+    baseline = Row("DCNv2", "id", "dcnv2", grid=ID_GRID, family="DCNv2")
     rows = [
-        Row("DCNv2", "id", "dcnv2", grid=ID_GRID),
+        baseline,
         Row("DeepFM", "id", "deepfm", grid=ID_GRID),
         Row("AutoInt", "id", "autoint", grid=ID_GRID),
         *[
+            flip_id(epoch, grid=ID_GRID, family="FLIP_ID-DCNv2" if epoch == label_epoch else None)
+            for epoch in time_epochs
+        ],
+        *[
             Row(
-                f"FLIP_ID-DCNv2 [ref10 epoch {epoch}]",
+                f"FLIP_ID-DCNv2 [ref10 epoch 3] w/o {loss.upper()}",
                 "id",
-                pretraining="ref10",
-                pretraining_epoch=epoch,
+                pretraining=f"ref10_no_{loss}",
+                pretraining_epoch=3,
                 grid=ID_GRID,
             )
-            for epoch in (1, 3, 10)
-        ],
-        Row("FLIP_ID-DCNv2 [ref3]", "id", pretraining="ref3", grid=ID_GRID),
-        *[
-            Row(f"FLIP_ID-DCNv2 [ref3] w/o {loss.upper()}", "id", pretraining=f"ref3_no_{loss}", grid=ID_GRID)
             for loss in ("icl", "mlm", "mtm")
         ],
+        *label_rows("DCNv2"),
+        *label_rows("FLIP_ID-DCNv2", pretraining="ref10", pretraining_epoch=label_epoch),
+        Row("DCNv2 (random split)", "id", grid=ID_GRID, split="random"),
+        *[flip_id(epoch, key="rand10", grid=ID_GRID, split="random") for epoch in (1, 10)],
     ]
     return Suite(
         dataset="movielens-100k",
@@ -208,12 +246,17 @@ def hardware() -> str:
     return f"{model} CPU, {os.cpu_count()} cores (shared, load {load:.1f})"
 
 
-def prepared_data(suite: Suite) -> str:
-    """The prepared folder of the suite's dataset (tokenised with `tokenizer_model`), prepared on first use."""
+def prepared_data(suite: Suite, split: str = "time") -> str:
+    """The prepared folder of the suite's dataset cut by `split` (time / random with seed 0), tokenised with
+    `tokenizer_model`, prepared on first use."""
     from training.data import prepared_dir
 
     data_args = DataArguments(
-        dataset=suite.dataset, data_dir=os.path.join(suite.output_dir, "data"), max_length=suite.max_length, num_proc=1
+        dataset=suite.dataset,
+        data_dir=os.path.join(suite.output_dir, "data"),
+        max_length=suite.max_length,
+        num_proc=1,
+        split=split,
     )
     return prepared_dir(ModelArguments(text_model=suite.tokenizer_model), data_args)
 
@@ -240,7 +283,9 @@ def pretraining_dir(suite: Suite, key: str) -> Path:
 
 
 def pretraining_finished(folder: Path) -> bool:
-    return (folder / "results.json").is_file()
+    """The run has its final model and completed its whole schedule (not only a `--stop_after_epochs` segment)."""
+    results = folder / "results.json"
+    return results.is_file() and json.loads(results.read_text()).get("schedule_completed", True)
 
 
 def epoch_checkpoints(folder: Path) -> dict[int, Path]:
@@ -253,18 +298,23 @@ def epoch_checkpoints(folder: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def run_pretraining(suite: Suite, spec: Pretraining, data: str) -> Path:
+def run_pretraining(suite: Suite, spec: Pretraining, until_epoch: int | None = None) -> Path:
     """Pretrain `spec` with `training.pretrain.main`, resuming from its last complete checkpoint when a previous
-    segment was interrupted; each segment's wall time, hardware and steps go to `quality_segments.json`."""
+    segment was interrupted or stopped; `until_epoch` ends this segment after that epoch. Each segment's wall time,
+    hardware and steps go to `quality_segments.json`."""
     out = pretraining_dir(suite, spec.key)
-    if pretraining_finished(out):
+    reached = max(epoch_checkpoints(out), default=0)
+    if pretraining_finished(out) or (until_epoch is not None and reached >= until_epoch):
         return out
     text_model = text_model_path(spec.text_model, suite.output_dir)
+    data = prepared_data(suite, spec.split)
     argv = [spec.config, "--dataset", data, "--text_model", text_model, "--backbone", spec.backbone]
     argv += ["--output_dir", str(out), "--seed", str(spec.seed), *suite.common_args, *spec.args]
     resumed_from = max(epoch_checkpoints(out).values(), default=None, key=lambda p: int(p.name.split("-")[1]))
     if resumed_from is not None:
         argv += ["--resume_from_checkpoint", str(resumed_from)]
+    if until_epoch is not None:
+        argv += ["--stop_after_epochs", str(until_epoch)]
     segment = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hardware": hardware(), "resumed_from": resumed_from}
     start = time.time()
     results = pretrain.main(argv)
@@ -298,9 +348,12 @@ def pretraining_start(suite: Suite, row: Row) -> Path | None:
 
 
 def finetune_argv(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, init_from, out: str) -> list[str]:
-    """`training.finetune` arguments of one cell: config, data, mode, backbone or checkpoint, seed, row and grid
-    flags."""
+    """`training.finetune` arguments of one cell: config, data, mode, backbone or checkpoint, seed, label subset,
+    row and grid flags."""
     argv = [row.config, "--dataset", data, "--ctr_mode", row.mode, "--output_dir", out, "--seed", str(seed)]
+    if row.train_fraction is not None:
+        argv += ["--train_fraction", str(row.train_fraction), "--train_subset", row.train_subset]
+        argv += ["--train_subset_seed", str(seed)]
     if row.text_model is not None:
         argv += ["--text_model", text_model_path(row.text_model, suite.output_dir)]
     argv += ["--init_from", str(init_from)] if init_from else ["--backbone", row.backbone]
@@ -405,9 +458,9 @@ def run_rows(suite: Suite, names: Sequence[str] | None = None, seeds: Sequence[i
     unknown = set(names or ()) - {row.name for row in suite.rows}
     if unknown:
         raise ValueError(f"unknown rows {sorted(unknown)}; known: {[row.name for row in suite.rows]}")
-    data = prepared_data(suite)
     failed = []
     for row in [row for row in suite.rows if names is None or row.name in names]:
+        data = prepared_data(suite, row.split)
         init_from = pretraining_start(suite, row) if row.pretraining else None
         if row.pretraining and init_from is None:
             epoch = f" epoch {row.pretraining_epoch}" if row.pretraining_epoch else ""
@@ -573,13 +626,15 @@ def pretraining_table(suite: Suite) -> str:
     return "\n".join(lines)
 
 
-def replace_section(path: str, body: str) -> None:
-    """Replace the text between the quality markers of `path` (append the marked section when missing)."""
+def replace_section(path: str, body: str, name: str = "quality") -> None:
+    """Replace the text between the `<!-- {name}:start -->` / `<!-- {name}:end -->` markers of `path` (append the
+    marked section when missing)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = Path(path).read_text(encoding="utf-8") if os.path.isfile(path) else ""
-    block = f"{MARK_START}\n{body.strip()}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
     Path(path).write_text(text, encoding="utf-8")
@@ -593,6 +648,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["pretrain", "run", "table", "list"])
     parser.add_argument("--output_dir", default="outputs/quality", help="cells, pretrainings, runs, data")
     parser.add_argument("--keys", default=None, help="pretrain: comma-separated pretraining keys")
+    parser.add_argument("--until_epoch", type=int, default=None, help="pretrain: end this segment after that epoch")
     parser.add_argument("--rows", default=None, help="run: comma-separated row names (default: all)")
     parser.add_argument("--seeds", default=None, help="run: comma-separated seeds (default: each row's seeds)")
     parser.add_argument("--write_results", default=None, help="table: also write the tables into this file")
@@ -603,10 +659,9 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join([*suite.pretrainings, *(row.name for row in suite.rows)]))
     elif args.command == "pretrain":
         keys = args.keys.split(",") if args.keys else list(suite.pretrainings)
-        data = prepared_data(suite)
         for key in keys:
             print(f"[quality] pretraining {key} ({time.strftime('%H:%M:%S')})", flush=True)
-            run_pretraining(suite, suite.pretrainings[key], data)
+            run_pretraining(suite, suite.pretrainings[key], args.until_epoch)
     elif args.command == "run":
         names = args.rows.split(",") if args.rows else None
         seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None

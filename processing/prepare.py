@@ -29,6 +29,7 @@ from transformers import AutoTokenizer
 
 from .atomic_io import atomic_dir
 from .datasets import get_recipe
+from .datasets.base import SPLIT_METHODS
 from .datasets.table import READERS, infer_schema, write_schema_file
 from .datasets.table import __doc__ as SCHEMA_HELP
 from .preparation_key import STATS_NAME, encoding_options, preparation_record, prepared_folder
@@ -215,6 +216,12 @@ def format_stats(stats: dict[str, Any]) -> str:
     return "\n".join(lines + warnings)
 
 
+def split_options(split: str, split_seed: int) -> dict[str, Any]:
+    """Recipe arguments of a split: none for the default time split (its cache key stays the same), else the method
+    and its seed."""
+    return {} if split == "time" else {"split": split, "split_seed": split_seed}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flip prepare",
@@ -253,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--subset", default=None, help="goodreads genre subset, e.g. poetry")
     parser.add_argument(
+        "--split",
+        choices=SPLIT_METHODS,
+        default="time",
+        help="time: the time-ordered 80/10/10 split (PROTOCOL.md); random: a seeded random 80/10/10 split of rows",
+    )
+    parser.add_argument("--split_seed", "--seed", type=int, default=0, help="seed of --split random")
+    parser.add_argument(
         "--num_buckets",
         "--num-buckets",
         nargs="+",
@@ -286,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     args.dataset = schema_for_table(args, parser)
     recipe_kwargs = {k: v for k, v in (("raw_path", args.raw_path), ("subset", args.subset)) if v is not None}
+    recipe_kwargs |= split_options(args.split, args.split_seed)
     options = {"text_model": args.text_model, "max_length": args.max_length, **recipe_kwargs}
     options["num_buckets"] = parse_buckets(args.num_buckets)
     output_dir = args.output_dir or prepared_folder(args.dataset, "data", encoding_options(**options))

@@ -2,6 +2,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import threading
 import zipfile
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from processing.datasets import (
     movielens,
     split_by_time,
 )
+from processing.datasets.base import split_randomly
 from processing.datasets.download import cache_root
 from processing.datasets.table import infer_schema
 from processing.prepare import main, prepare_dataset
@@ -301,6 +303,36 @@ def test_table_recipe_bad_input(tmp_path):
         load_ctr_dataset("nope")
 
 
+def test_ml100k_random_split_sizes_and_disjoint(ml100k, tmp_path_factory):
+    """`split="random"` on the real data: the same 80,000 / 10,000 / 10,000 sizes, every rating in exactly one split,
+    a test split that is not the time split's; an unknown method is refused."""
+    recipe = get_recipe("movielens-100k")
+    random = recipe.load(cache_dir=tmp_path_factory.mktemp("flip-cache-random"), split="random", split_seed=0)
+    assert {k: len(v) for k, v in random.items()} == {"train": 80000, "validation": 10000, "test": 10000}
+
+    def keys(split):  # a rating is (user, movie, time)
+        return set(zip(split["user_id"], split["movie_id"], split["timestamp"]))
+
+    parts = [keys(random[name]) for name in ("train", "validation", "test")]
+    everything = set().union(*(keys(ml100k[name]) for name in ("train", "validation", "test")))
+    assert sum(len(part) for part in parts) == 100000 and set().union(*parts) == everything  # disjoint, complete
+    assert parts[2] != keys(ml100k["test"])
+    with pytest.raises(ValueError, match="split='weekly' is not one of"):
+        recipe.load(split="weekly")
+
+
+def test_split_randomly_is_seeded_sized_and_time_ordered():
+    import pandas as pd
+
+    frame = pd.DataFrame({"t": range(50, 0, -1), "k": range(50)})  # in reverse time order
+    first, again, other = (split_randomly(frame, seed, "t") for seed in (0, 0, 1))
+    assert [len(part) for part in first.values()] == [40, 5, 5]
+    assert sorted(k for part in first.values() for k in part["k"]) == list(range(50))  # disjoint and complete
+    assert all(part["t"].is_monotonic_increasing for part in first.values())  # each part keeps the time order
+    assert first["test"]["k"].tolist() == again["test"]["k"].tolist() != other["test"]["k"].tolist()
+    assert first["test"]["k"].tolist() != split_by_time(frame, "t")["test"]["k"].tolist()
+
+
 def test_split_by_time_is_stable():
     import pandas as pd
 
@@ -383,6 +415,24 @@ def test_text_labels_without_positive_labels_say_what_to_set(tmp_path, rules, me
     path, _ = _write_clicks(tmp_path, **rules)
     with pytest.raises(ValueError, match=message):
         load_ctr_dataset(path)
+
+
+def test_random_split_is_its_own_prepared_folder(table, tiny_encoder_dir, tmp_path, monkeypatch):
+    """`flip prepare TABLE --split random --seed 3` writes the folder that the training scripts' `--split random
+    --split_seed 3` reuse, beside (not instead of) the time split's; its test rows are not the time split's."""
+    from training.arguments import DataArguments, ModelArguments
+    from training.data import prepared_dir
+
+    monkeypatch.chdir(tmp_path)  # flip prepare's default folder is data/ under the working directory
+    model_args = ModelArguments(text_model=tiny_encoder_dir)
+    main([table, "--text_model", tiny_encoder_dir, "--max_length", "64", "--split", "random", "--seed", "3"])
+    (written,) = os.listdir(tmp_path / "data")
+    random_args = DataArguments(dataset=table, max_length=64, split="random", split_seed=3)
+    assert prepared_dir(model_args, random_args) == os.path.join("data", written)  # reused, not prepared again
+    time_folder = prepared_dir(model_args, DataArguments(dataset=table, max_length=64))
+    assert sorted(os.listdir(tmp_path / "data")) == sorted([written, os.path.basename(time_folder)])
+    by_time, by_random = load_from_disk(time_folder)["test"], load_from_disk(os.path.join("data", written))["test"]
+    assert len(by_time) == len(by_random) and by_time["field_ids"] != by_random["field_ids"]
 
 
 # ---------------------------------------------------------------- bring your own data (issue 15 item 13)

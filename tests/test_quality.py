@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.ctr_metrics import auc
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
 
@@ -27,12 +29,21 @@ def quality():
     return load_quality()
 
 
+@pytest.fixture(scope="module")
+def views(quality):
+    spec = importlib.util.spec_from_file_location("views", REPO / "benchmarks" / "views.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_suite(quality, table: str, encoder: str, output_dir: str):
     text = quality.TextModel(encoder, num_layers=1)
     tiny = {"config": str(CONFIGS / "finetune_tiny.yaml")}
     grid = (quality.REFERENCE, quality.GridPoint("lr 1e-2", ("--learning_rate", "1e-2")))
     rows = [
-        quality.Row("DCNv2", "id", "dcnv2", seeds=(0, 1), grid=grid, **tiny),
+        quality.Row("DCNv2", "id", "dcnv2", seeds=(0, 1), grid=grid, family="DCNv2", **tiny),
+        quality.Row("DCNv2 @ 50%", "id", seeds=(0, 1), train_fraction=0.5, family="DCNv2", **tiny),
         quality.Row("FLIP_ID-DCNv2 [epoch 1]", "id", pretraining="flip", pretraining_epoch=1, seeds=(0, 1), **tiny),
         quality.Row("FLIP_ID-DCNv2", "id", pretraining="flip", seeds=(0, 1), **tiny),
         quality.Row("PLM-only", "text", text_model=text, seeds=(0,), **tiny),
@@ -47,17 +58,22 @@ def tiny_suite(quality, table: str, encoder: str, output_dir: str):
     )
 
 
-def test_quality_suite_runs_caches_and_tabulates(quality, table, tiny_encoder_dir, tmp_path, monkeypatch):
+def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_encoder_dir, tmp_path, monkeypatch):
     suite = tiny_suite(quality, table, tiny_encoder_dir, str(tmp_path / "quality"))
     assert quality.run_rows(suite) == []  # rows never start a pretraining: the FLIP rows wait for it
-    assert set(quality.load_cells(suite)) == {"DCNv2", "PLM-only"}
-    pretrained = quality.run_pretraining(suite, suite.pretrainings["flip"], quality.prepared_data(suite))
-    assert sorted(quality.epoch_checkpoints(pretrained)) == [1, 2]
+    assert set(quality.load_cells(suite)) == {"DCNv2", "DCNv2 @ 50%", "PLM-only"}
+    pretrained = quality.run_pretraining(suite, suite.pretrainings["flip"], until_epoch=1)  # a first segment
+    assert sorted(quality.epoch_checkpoints(pretrained)) == [1] and not quality.pretraining_finished(pretrained)
+    assert quality.run_rows(suite) == []  # the epoch-1 row runs, the final-model row still waits
+    assert "FLIP_ID-DCNv2" not in quality.load_cells(suite) and "FLIP_ID-DCNv2 [epoch 1]" in quality.load_cells(suite)
+    assert quality.run_pretraining(suite, suite.pretrainings["flip"]) == pretrained  # resumed to the end
+    assert sorted(quality.epoch_checkpoints(pretrained)) == [1, 2] and quality.pretraining_finished(pretrained)
     assert quality.run_rows(suite) == []
     cells = quality.load_cells(suite)
     counts = {name: {label: len(records) for label, records in points.items()} for name, points in cells.items()}
     assert counts == {
         "DCNv2": {"reference": 2, "lr 1e-2": 2},
+        "DCNv2 @ 50%": {"reference": 2},
         "FLIP_ID-DCNv2 [epoch 1]": {"reference": 2},
         "FLIP_ID-DCNv2": {"reference": 2},
         "PLM-only": {"reference": 1},
@@ -68,13 +84,19 @@ def test_quality_suite_runs_caches_and_tabulates(quality, table, tiny_encoder_di
     assert all(r["pretraining"]["checkpoint"].startswith(str(pretrained / "checkpoint-")) for r in epoch1)
     assert all("--init_from" in record["argv"] for record in final)
     assert "1e-2" in cells["DCNv2"]["lr 1e-2"][0]["argv"]
+    half, full = cells["DCNv2 @ 50%"]["reference"], cells["DCNv2"]["reference"]
+    assert [r["finetune_results"]["train_rows"] * 2 for r in half] == [
+        r["finetune_results"]["train_rows"] for r in full
+    ]
+    for record in half:  # every model of a seed finetunes on the same random half
+        start = record["argv"].index("--train_fraction")
+        subset = ["--train_fraction", "0.5", "--train_subset", "random", "--train_subset_seed", str(record["seed"])]
+        assert record["argv"][start : start + 6] == subset
     text_config = json.loads((pretrained / "config.json").read_text())["text_config"]
     assert text_config["num_hidden_layers"] == 1  # the truncated encoder was pretrained
     row, point = suite.row("DCNv2"), quality.REFERENCE
     for record in cells["DCNv2"]["reference"]:  # the cached test probabilities reproduce the script's test AUC
         saved = np.load(quality.cell_path(suite, row, point, record["seed"], ".npz"))
-        from training.ctr_metrics import auc
-
         assert auc(saved["labels"], saved["probs"]) == pytest.approx(record["test_auc"], abs=1e-6)
 
     def no_training(*args, **kwargs):
@@ -83,12 +105,24 @@ def test_quality_suite_runs_caches_and_tabulates(quality, table, tiny_encoder_di
     monkeypatch.setattr(quality.finetune, "main", no_training)
     monkeypatch.setattr(quality.pretrain, "main", no_training)
     assert quality.run_rows(suite) == []
-    assert quality.run_pretraining(suite, suite.pretrainings["flip"], "unused") == pretrained
+    assert quality.run_pretraining(suite, suite.pretrainings["flip"]) == pretrained
 
     table_md = quality.markdown_table(suite)
     lines = table_md.splitlines()
-    assert len(lines) == 2 + 4 and "(base)" in lines[2] and "+0.00%" in lines[2]
-    assert "1 seed" in lines[5] and "`flip` epoch 1 (step" in lines[3]
+    assert len(lines) == 2 + 5 and "(base)" in lines[2] and "+0.00%" in lines[2]
+    assert "1 seed" in lines[6] and "`flip` epoch 1 (step" in lines[4]
+
+    slices = views.frequency_slices(quality.prepared_data(suite), "movie_id")
+    labels, probs = views.test_scores(suite, quality.selected_cells(suite)["DCNv2"])
+    assert len(slices) == len(labels) == probs.shape[1] and probs.shape[0] == 2
+    slice_lines = views.slice_table(suite, "movie_id", ["DCNv2", "FLIP_ID-DCNv2"]).splitlines()
+    sizes = [int(cell.split()[0]) for cell in slice_lines[2].split("|")[2:-1]]
+    assert sum(sizes) == len(labels) and len(slice_lines) == 5
+    frequent = slices == 2
+    expected = np.mean([auc(labels[frequent], p[frequent]) for p in probs])
+    assert slice_lines[3].split("|")[4].strip().startswith(f"{expected:.4f}")
+    curve = views.label_efficiency(suite)["DCNv2"]
+    assert sorted(curve) == [0.5, 1.0] and len(curve[0.5]) == 2
 
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\n<!-- quality:start -->\nold\n<!-- quality:end -->\n\n## Throughput\nkept\n")

@@ -7,13 +7,14 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification, BertModel
 
-from modeling_flip import FlipConfig, FlipForCTR
+from modeling_flip import FlipConfig, FlipForCTR, FlipForPretraining
 from processing import FlipProcessor
 from processing.atomic_io import current_umask
 from training import evaluate, finetune, predict, pretrain
@@ -262,3 +263,59 @@ def test_push_to_hub_publishes_the_final_folder_not_the_trainer(common_args, tmp
     card = ModelCard.load(tmp_path / "README.md")
     auc = next(result for result in card.data.eval_results if result.metric_type == "roc_auc")
     assert auc.metric_value == pytest.approx(round(results["test"]["test_auc"], 4))
+
+
+def test_tabular_diagnostics_are_each_weighted_loss_gradient_into_the_tower(tiny_text_config):
+    """`tabular_grad_norm_<loss>` is |d(weight * loss) / d(tabular tower)| recomputed by a separate backward pass;
+    nothing is accumulated into `.grad` and the step's own backward still works; `id_embedding_norm` is the mean
+    row norm of the ID-embedding table."""
+    from tests.test_modeling_flip import FlipModelTester
+    from training.trainer import tabular_diagnostics
+
+    tester = FlipModelTester(tiny_text_config)
+    model = FlipForPretraining(tester.get_config(icl_weight=2.0, mtm_weight=0.5, projection_dropout=0.0))
+    model.set_feature_frequencies([1] * model.config.num_features)
+    model.eval()  # no dropout: the separate passes below see the same graph values
+    inputs = tester.pretraining_inputs()
+    torch.manual_seed(0)  # the NCE noise ids: the same draws in every pass below
+    found = tabular_diagnostics(model, model(**inputs))
+    tower = [param for param in model.flip.tabular_model.parameters() if param.requires_grad]
+    assert all(param.grad is None for param in model.parameters())
+    for name, weight in (("icl", 2.0), ("mlm", 1.0), ("mtm", 0.5)):
+        torch.manual_seed(0)
+        model.zero_grad()
+        (weight * getattr(model(**inputs), f"{name}_loss")).backward()
+        expected = torch.stack([param.grad.pow(2).sum() for param in tower if param.grad is not None]).sum().sqrt()
+        assert expected > 0 and found[f"tabular_grad_norm_{name}"] == pytest.approx(expected.item(), rel=1e-4)
+    rows = model.flip.tabular_model.embeddings.weight.norm(dim=1)
+    assert found["id_embedding_norm"] == pytest.approx(rows.mean().item())
+
+
+def test_stop_after_epochs_then_resume_equals_a_straight_run(common_args, tmp_path):
+    """A run cut after epoch 1 of 2 keeps the 2-epoch (linear) schedule, says it did not complete it, and resumed
+    from its epoch-1 checkpoint ends with the weights of the uninterrupted run."""
+    flags = ["--ctr_mode", "id", "--lr_scheduler_type", "linear", "--num_train_epochs", "2"]
+    flags += ["--load_best_model_at_end", "false", "--early_stopping_patience", "0"]
+    straight = run_finetune(tmp_path / "straight", common_args, *flags)
+    cut = run_finetune(tmp_path / "cut", common_args, *flags, "--stop_after_epochs", "1")
+    assert straight["schedule_completed"] and not cut["schedule_completed"]
+    assert cut["epoch"] == 1 and cut["train_steps"] * 2 == straight["train_steps"]
+    resumed = run_finetune(tmp_path / "cut", common_args, *flags, "--resume_from_checkpoint", "true")
+    assert resumed["schedule_completed"] and resumed["train_steps"] == straight["train_steps"]
+    a, b = load_file(str(tmp_path / "straight/model.safetensors")), load_file(str(tmp_path / "cut/model.safetensors"))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_train_fraction_subsets():
+    from training.arguments import DataArguments
+    from training.data import train_subset
+
+    rows = train_subset(1000, DataArguments(train_fraction=0.1, train_subset_seed=3))
+    assert len(rows) == 100 and (np.diff(rows) > 0).all() and rows.max() > 500  # sorted, spread over the split
+    assert np.array_equal(rows, train_subset(1000, DataArguments(train_fraction=0.1, train_subset_seed=3)))
+    assert not np.array_equal(rows, train_subset(1000, DataArguments(train_fraction=0.1, train_subset_seed=4)))
+    oldest = train_subset(1000, DataArguments(train_fraction=0.25, train_subset="oldest"))
+    assert np.array_equal(oldest, np.arange(250))
+    for bad in ({"train_fraction": 0.0}, {"train_fraction": 0.5, "train_subset": "newest"}):
+        with pytest.raises(ValueError, match="train_fraction"):
+            train_subset(10, DataArguments(**bad))

@@ -118,6 +118,21 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
+    split: str = field(
+        default="time",
+        metadata={"help": "Split when preparing: time (80/10/10 in time order) or random (seeded 80/10/10 of rows)."},
+    )
+    split_seed: int = field(default=0, metadata={"help": "Seed of --split random."})
+    train_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Train on this fraction of the train rows (label efficiency): a random subset drawn with "
+            "--train_subset_seed (the same rows for every model given the same seed), or the oldest rows "
+            "(--train_subset oldest)."
+        },
+    )
+    train_subset: str = field(default="random", metadata={"help": "--train_fraction rows: random or oldest."})
+    train_subset_seed: int = field(default=0, metadata={"help": "Seed of the --train_fraction random subset."})
     num_proc: int | None = field(default=None, metadata={"help": "Processes for `Dataset.map` when preparing."})
     num_buckets: list[str] | None = field(
         default=None,
@@ -166,6 +181,7 @@ class FlipTrainingArguments(TrainingArguments):
     `ddp_find_unused_parameters=False` (every trainable parameter gets a gradient: `freeze_unused_parameters`).
     New fields: `text_learning_rate` (separate PLM learning rate), `early_stopping_patience` (0 = off),
     `max_train_minutes` (time budget: training stops, evaluates and saves once it is spent),
+    `stop_after_epochs` (end this run after N epochs with the schedule of the whole run, to resume later),
     `log_tabular_gradients` (per-loss gradient norms into the tabular tower, see `FlipTrainer`).
     `push_to_hub=True` does NOT go to `Trainer` (which would create the repo in `__init__` and overwrite the card):
     it is moved to `push_final_to_hub` and the script publishes the final folder with `training.hub` instead.
@@ -201,6 +217,13 @@ class FlipTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Stop training after this wall time (bounded budgets); the schedule still follows max_steps."
+        },
+    )
+    stop_after_epochs: float | None = field(
+        default=None,
+        metadata={
+            "help": "End this run after N epochs (saving as usual) while the schedule spans num_train_epochs: a long "
+            "run cut into segments (sessions, preemptible machines), continued with --resume_from_checkpoint."
         },
     )
     log_tabular_gradients: bool = field(

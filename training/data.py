@@ -4,12 +4,13 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 from accelerate import PartialState
 from datasets import DatasetDict, load_from_disk
 
 from processing import FlipProcessor
 from processing.preparation_key import STATS_NAME, check_sources_unchanged, encoding_options, prepared_folder
-from processing.prepare import parse_buckets, prepare_dataset
+from processing.prepare import parse_buckets, prepare_dataset, split_options
 from processing.text_models import resolve_text_model
 
 from .arguments import DataArguments, ModelArguments
@@ -42,6 +43,7 @@ def prepared_dir(model_args: ModelArguments, data_args: DataArguments) -> str:
         check_sources_unchanged(data_args.dataset)
         return data_args.dataset
     options = {"text_model": model_args.text_model, "max_length": data_args.max_length, "num_buckets": buckets}
+    options |= split_options(data_args.split, data_args.split_seed)
     folder = prepared_folder(data_args.dataset, data_args.data_dir or "data", encoding_options(**options))
     with PartialState().main_process_first():
         if not is_prepared_dir(folder):
@@ -52,7 +54,8 @@ def prepared_dir(model_args: ModelArguments, data_args: DataArguments) -> str:
 def load_data(
     model_args: ModelArguments, data_args: DataArguments, seed: int = 0
 ) -> tuple[DatasetDict, FlipProcessor, str]:
-    """(encoded train/validation/test splits, bounded by `max_*_samples`; the processor; the PLM's local path).
+    """(encoded train/validation/test splits, bounded by `max_*_samples` and `train_fraction`; the processor; the
+    PLM's local path).
 
     With `data_args.streaming` the train split is a `datasets.IterableDataset` read in shards from the prepared
     Arrow files and shuffled through a `shuffle_buffer_size` buffer (`seed`): memory holds the buffer, not the split.
@@ -67,8 +70,24 @@ def load_data(
     for split, limit in limits.items():
         if limit is not None and split in data:
             data[split] = data[split].select(range(min(limit, len(data[split]))))
+    if data_args.train_fraction is not None:
+        data["train"] = data["train"].select(train_subset(len(data["train"]), data_args))
     if data_args.streaming:
         shards = max(1, min(64, len(data["train"]) // 1000))
         stream = data["train"].to_iterable_dataset(num_shards=shards)
         data["train"] = stream.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
     return data, FlipProcessor.from_pretrained(folder), resolve_text_model(model_args.text_model)
+
+
+def train_subset(num_rows: int, data_args: DataArguments) -> np.ndarray:
+    """Sorted indices of the `train_fraction` train rows: a seeded random subset (`train_subset_seed`: the same rows
+    for every model) or the oldest rows (the split is time-ordered)."""
+    fraction, how = data_args.train_fraction, data_args.train_subset
+    if not 0 < fraction <= 1 or how not in ("random", "oldest"):
+        raise ValueError(
+            f"--train_fraction must be in (0, 1] and --train_subset random or oldest, got {fraction!r}, {how!r}"
+        )
+    size = max(1, round(fraction * num_rows))
+    if how == "oldest":
+        return np.arange(size)
+    return np.sort(np.random.default_rng(data_args.train_subset_seed).permutation(num_rows)[:size])

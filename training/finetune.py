@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
         "init_tabular_from": model_args.init_tabular_from,
         "validation": validation,
         "test": test,
+        "train_rows": None if data_args.streaming else len(data["train"]),
         "test_rows": len(data["test"]),
         **run_record(start, trainer, prog, argv),
     }

@@ -45,7 +45,8 @@ def best_validation_metrics(trainer, ignore_keys: list[str] | None = None) -> di
 
 
 def run_record(start_time: float, trainer, prog: str, argv: list[str] | None) -> dict[str, Any]:
-    """Wall time, training rows seen, command, hardware and process count of this run, for `results.json`."""
+    """Wall time, training rows seen, whether the planned schedule was completed (False after a time or epoch
+    budget or early stopping), command, hardware and process count of this run, for `results.json`."""
     args = trainer.args
     global_batch = (
         args.per_device_train_batch_size * args.gradient_accumulation_steps * trainer.accelerator.num_processes
@@ -54,6 +55,8 @@ def run_record(start_time: float, trainer, prog: str, argv: list[str] | None) ->
         "wall_time_s": round(time.time() - start_time, 1),
         "train_steps": trainer.state.global_step,
         "train_rows_seen": trainer.state.global_step * global_batch,
+        "epoch": trainer.state.epoch,
+        "schedule_completed": trainer.state.global_step >= trainer.state.max_steps,
         "command": command_line(prog, argv),
         "hardware": hardware_description(),
         "num_processes": trainer.accelerator.num_processes,

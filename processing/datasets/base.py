@@ -1,9 +1,11 @@
-"""What every dataset recipe shares: the time-ordered 80/10/10 split and the DatasetDict layout.
+"""What every dataset recipe shares: the time-ordered 80/10/10 split (or a seeded random one) and the DatasetDict
+layout.
 
 A recipe parses raw files into one pandas DataFrame with one display-ready string column per field (missing values
 as None), an int `label` column (0/1) and, when the data has one, the raw time column, with rows already in split
 order (`sort_for_split`: time, then raw user/item ids as ties, stable). `split_by_time` cuts it into train /
-validation / test (PROTOCOL.md).
+validation / test (PROTOCOL.md); `split_randomly` is the second view PROTOCOL.md reports beside it (a seeded random
+80/10/10 split of rows, as BARS / FuxiCTR split MovieLens).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..schema import NESTED_TYPES, FieldSpec, TabularSchema, normalize_values
 LABEL = "label"
 SCALAR_KINDS = {"string", "empty", "integer", "floating", "mixed-integer-float", "decimal", "boolean", "bytes"}
 SPLITS = ("train", "validation", "test")
+SPLIT_METHODS = ("time", "random")
 
 
 def as_display_strings(column: pd.Series, value_map: Mapping[str, str] | None = None) -> pd.Series:
@@ -57,8 +60,24 @@ def split_by_time(
 ) -> dict[str, pd.DataFrame]:
     """Cut into consecutive train/validation/test blocks after a stable sort on time (file order without time)."""
     ordered = sort_for_split(frame, [time_column] if time_column else []).reset_index(drop=True)
-    bounds = np.floor(np.cumsum([0.0, *fractions]) / sum(fractions) * len(ordered) + 1e-9).astype(int)
+    bounds = split_bounds(len(ordered), fractions)
     return {name: ordered.iloc[a:b] for name, a, b in zip(SPLITS, bounds[:-1], bounds[1:])}
+
+
+def split_randomly(
+    frame: pd.DataFrame, seed: int, time_column: str | None, fractions: Sequence[float] = (0.8, 0.1, 0.1)
+) -> dict[str, pd.DataFrame]:
+    """Cut a seeded random permutation of the rows into train/validation/test blocks of the same sizes as
+    `split_by_time`; each block keeps the time order (so "the oldest train rows" still means something)."""
+    ordered = sort_for_split(frame, [time_column] if time_column else []).reset_index(drop=True)
+    permutation = np.random.default_rng(seed).permutation(len(ordered))
+    bounds = split_bounds(len(ordered), fractions)
+    return {name: ordered.iloc[np.sort(permutation[a:b])] for name, a, b in zip(SPLITS, bounds[:-1], bounds[1:])}
+
+
+def split_bounds(num_rows: int, fractions: Sequence[float]) -> np.ndarray:
+    """Row offsets `[0, end of train, end of validation, num_rows]` of an 80/10/10 (`fractions`) cut."""
+    return np.floor(np.cumsum([0.0, *fractions]) / sum(fractions) * num_rows + 1e-9).astype(int)
 
 
 @dataclass
@@ -99,9 +118,18 @@ class Recipe:
             positive_labels=self.positive_labels,
         )
 
-    def load(self, cache_dir: str | None = None, **kwargs: Any) -> DatasetDict:
+    def load(
+        self, cache_dir: str | None = None, split: str = "time", split_seed: int = 0, **kwargs: Any
+    ) -> DatasetDict:
+        """The train / validation / test splits: `split="time"` (PROTOCOL.md's), or `"random"` (seeded by
+        `split_seed`); `kwargs` go to `build`."""
+        if split not in SPLIT_METHODS:
+            raise ValueError(f"split={split!r} is not one of {SPLIT_METHODS}")
         frame = self.build(cache_dir=cache_dir, **kwargs)
-        splits = split_by_time(frame, self.time_column)
+        if split == "time":
+            splits = split_by_time(frame, self.time_column)
+        else:
+            splits = split_randomly(frame, split_seed, self.time_column)
         if splits["train"].empty:
             raise ValueError(
                 f"Dataset {self.name!r}: the train split is empty ({len(frame)} rows in all); "

@@ -1,0 +1,210 @@
+"""The views of the quality benchmark where alignment should pay (PROTOCOL.md, "Where alignment should pay"), from
+the cached cells of `benchmarks/quality.py`:
+
+- frequency slices of the test split: rows whose movie_id (or user_id) is cold (OOV in train), rare (1-9 train
+  rows) or frequent (>= 10 train rows); per model and slice the AUC (mean ± std over seeds, plus a bootstrap 95%
+  interval of the seed-averaged AUC for slices under `BOOTSTRAP_BELOW` rows) and the LogLoss;
+- label efficiency: test AUC against the fraction of the train labels a finetuning saw (`Row.train_fraction`),
+  as a table and a plot with error bars, one line per `Row.family`;
+- the random split: the rows cut by `--split random`, against the random split's own DCNv2.
+
+    python benchmarks/views.py [--output_dir outputs/quality] [--write_results benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality
+
+from processing.schema import FIELD_OOV_ID
+from training.ctr_metrics import auc, log_loss
+
+SLICES = ("cold (OOV)", "rare (1-9)", "frequent (>= 10)")
+RARE_BELOW = 10
+BOOTSTRAP_BELOW = 2000
+BOOTSTRAP_SAMPLES = 1000
+
+
+def frequency_slices(data_dir: str, field: str) -> np.ndarray:
+    """(N_test,) index into `SLICES` of every test row, by how often its `field` id occurs in the train split."""
+    from datasets import load_from_disk
+
+    from processing import FlipProcessor
+
+    column = FlipProcessor.from_pretrained(data_dir).schema.field_names.index(field)
+    data = load_from_disk(data_dir).with_format("numpy")
+    train_ids, test_ids = (np.stack(data[split]["field_ids"])[:, column] for split in ("train", "test"))
+    counts = np.bincount(train_ids, minlength=int(max(train_ids.max(), test_ids.max())) + 1)[test_ids]
+    return np.where(test_ids == FIELD_OOV_ID, 0, np.where(counts < RARE_BELOW, 1, 2))
+
+
+def bootstrap_auc_interval(labels: np.ndarray, probs: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the AUC of `probs` (N,) against `labels` (N,) over row resamples."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(BOOTSTRAP_SAMPLES):
+        sample = rng.integers(0, len(labels), len(labels))
+        if 0 < labels[sample].sum() < len(sample):
+            values.append(auc(labels[sample], probs[sample]))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def test_scores(suite: quality.Suite, records: list[dict]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels (N,), probabilities (seeds, N)) of one row's chosen cells, from their `.npz`; None if one is missing."""
+    row = suite.row(records[0]["row"])
+    point = next(point for point in row.grid if point.label == records[0]["grid_point"])
+    paths = [quality.cell_path(suite, row, point, record["seed"], ".npz") for record in records]
+    if not all(path.is_file() for path in paths):
+        return None
+    scores = [np.load(path) for path in paths]
+    return scores[0]["labels"], np.stack([score["probs"] for score in scores])
+
+
+def slice_cell(labels: np.ndarray, probs: np.ndarray) -> str:
+    """`AUC mean ± std [bootstrap interval]; LogLoss` of one slice over the seeds (rows of `probs`)."""
+    if len(labels) == 0 or labels.min() == labels.max():
+        return "n/a (one class)"
+    aucs = np.array([auc(labels, p) for p in probs])
+    text = f"{aucs.mean():.4f} ± {aucs.std(ddof=1) if len(aucs) > 1 else 0.0:.4f}"
+    if len(labels) < BOOTSTRAP_BELOW:
+        low, high = bootstrap_auc_interval(labels, probs.mean(0))
+        text += f" [{low:.3f}, {high:.3f}]"
+    return f"{text}; LogLoss {np.mean([log_loss(labels, p) for p in probs]):.4f}"
+
+
+def slice_table(suite: quality.Suite, field: str, rows: list[str]) -> str:
+    """Markdown: the slices of `field` (test rows, positives) and, per finished row of `rows`, each slice's metrics."""
+    slices = frequency_slices(quality.prepared_data(suite), field)
+    cells = quality.selected_cells(suite)
+    scored = {name: test_scores(suite, cells[name]) for name in rows if name in cells}
+    scored = {name: scores for name, scores in scored.items() if scores is not None}
+    header = [f"| model ({field}) | " + " | ".join(SLICES) + " |", "|---|" + "---|" * len(SLICES)]
+    if not scored:
+        return "\n".join(header)
+    labels = next(iter(scored.values()))[0]
+    sizes = [f"{int((slices == k).sum())} ({int(labels[slices == k].sum())})" for k in range(len(SLICES))]
+    lines = [*header, "| test rows (positives) | " + " | ".join(sizes) + " |"]
+    for name, (labels, probs) in scored.items():
+        parts = [slice_cell(labels[slices == k], probs[:, slices == k]) for k in range(len(SLICES))]
+        lines.append(f"| {name} | " + " | ".join(parts) + " |")
+    return "\n".join(lines)
+
+
+def label_efficiency(suite: quality.Suite) -> dict[str, dict[float, list[float]]]:
+    """{family: {train fraction: test AUCs of the chosen cells}} of the finished rows that name a `family`."""
+    cells = quality.selected_cells(suite)
+    curves: dict[str, dict[float, list[float]]] = {}
+    for row in suite.rows:
+        if row.family and row.name in cells:
+            fraction = row.train_fraction or 1.0
+            curves.setdefault(row.family, {})[fraction] = [record["test_auc"] for record in cells[row.name]]
+    return curves
+
+
+def label_efficiency_table(suite: quality.Suite) -> str:
+    """Markdown: test AUC mean ± std (seeds) per family and fraction of the train labels."""
+    curves = label_efficiency(suite)
+    fractions = sorted({fraction for curve in curves.values() for fraction in curve})
+    lines = ["| model | " + " | ".join(f"{f:.0%} of the labels" for f in fractions) + " |"]
+    lines.append("|---|" + "---|" * len(fractions))
+    for family, curve in curves.items():
+        values = [np.asarray(curve[f]) if f in curve else None for f in fractions]
+        texts = [
+            "-" if v is None else f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f} ({len(v)})"
+            for v in values
+        ]
+        lines.append(f"| {family} | " + " | ".join(texts) + " |")
+    return "\n".join(lines)
+
+
+def plot_label_efficiency(suite: quality.Suite, path: Path) -> bool:
+    """Test AUC (mean ± std over seeds) against the fraction of train labels, one line per family; False when
+    there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = label_efficiency(suite)
+    if not curves:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for family, curve in curves.items():
+        fractions = sorted(curve)
+        means = [np.mean(curve[f]) for f in fractions]
+        stds = [np.std(curve[f], ddof=1) if len(curve[f]) > 1 else 0.0 for f in fractions]
+        ax.errorbar(fractions, means, yerr=stds, fmt="o-", capsize=4, label=family)
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of the train labels used for finetuning (log scale)")
+    ax.set_ylabel("test AUC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("label efficiency, movielens-100k time split (mean ± std over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return True
+
+
+SLICE_ROWS = ("DCNv2", "FLIP_ID-DCNv2 [ref10 epoch 10]", "FLIP_PLM [ref10]", "FLIP (joint) [ref10]")
+RANDOM_SPLIT_BASE = "DCNv2 (random split)"
+
+
+def random_split_table(suite: quality.Suite) -> str:
+    """Markdown: the finished random-split rows, with the verdict against the random split's DCNv2."""
+    cells = quality.selected_cells(suite)
+    summaries = {
+        row.name: quality.summarize(cells[row.name])
+        for row in suite.rows
+        if row.split == "random" and row.name in cells
+    }
+    base = summaries.get(RANDOM_SPLIT_BASE)
+    lines = ["| model | grid point | test AUC | test LogLoss | val AUC | vs DCNv2 (random split) | seeds |"]
+    lines.append("|---|" + "---|" * 6)
+    for name, s in summaries.items():
+        vs = "(base)" if name == RANDOM_SPLIT_BASE else quality.verdict(s, base) if base else "n/a"
+        lines.append(
+            f"| {name} | {s['grid_point']} | {s['auc'][0]:.4f} ± {s['auc'][1]:.4f} | {s['logloss'][0]:.4f} ± "
+            f"{s['logloss'][1]:.4f} | {s['val_auc']:.4f} | {vs} | {s['seeds']} |"
+        )
+    return "\n".join(lines)
+
+
+def views_markdown(suite: quality.Suite) -> str:
+    """The three views as Markdown sections (tables of whatever has finished)."""
+    slices = "\n\n".join(slice_table(suite, field, list(SLICE_ROWS)) for field in ("movie_id", "user_id"))
+    return (
+        "### Frequency slices of the test split (time split)\n\n"
+        + slices
+        + "\n\n### Label efficiency (time split; FLIP_ID from `ref10` epoch 10)\n\n"
+        + label_efficiency_table(suite)
+        + "\n\n### Random 80/10/10 split of rows (seed 0)\n\n"
+        + random_split_table(suite)
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default="outputs/quality", help="quality.py output folder")
+    parser.add_argument("--write_results", default=None, help="also write the views into this file's section")
+    parser.add_argument("--notes", default=None, help="Markdown around the views ({{VIEWS}} marks where they go)")
+    parser.add_argument("--figures", default="benchmarks", help="where quality_label_efficiency.png goes")
+    args = parser.parse_args(argv)
+    suite = quality.default_suite(args.output_dir)
+    body = views_markdown(suite)
+    print(body)
+    plot_label_efficiency(suite, Path(args.figures) / "quality_label_efficiency.png")
+    if args.write_results:
+        notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
+        quality.replace_section(args.write_results, notes.replace("{{VIEWS}}", body) if notes else body, "views")
+
+
+if __name__ == "__main__":
+    main()
