@@ -267,16 +267,11 @@ def test_splice_mismatch_switches_splicing_off(tiny_tokenizer, monkeypatch):
     assert processor.splice_tokens is False
 
 
-@pytest.mark.parametrize(
-    "code",
-    [
-        "from processing import FlipProcessor; FlipProcessor.from_pretrained(FOLDER)",
-        "import processing; from transformers import AutoProcessor; AutoProcessor.from_pretrained(FOLDER)",
-    ],
-)
-def test_processor_of_a_model_folder_loads_without_prompt_or_remote_code(tiny_ctr_dirs, code):
+def test_processor_of_a_model_folder_loads_without_prompt_or_remote_code(tiny_ctr_dirs):
     """Issue 15 items 2 and 17: with the package, a model folder's processor loads in a fresh interpreter without
-    `import modeling_flip`, without `trust_remote_code` and without the "run the custom code? [y/N]" prompt."""
+    `import modeling_flip`, without `trust_remote_code` and without the "run the custom code? [y/N]" prompt
+    (`AutoProcessor` after `import processing`: tests/test_readme.py)."""
+    code = "from processing import FlipProcessor; FlipProcessor.from_pretrained(FOLDER)"
     script = f"FOLDER = {tiny_ctr_dirs['joint']!r}\n{code}\nprint('loaded')"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c", script]
