@@ -48,6 +48,19 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return all_gather_tensor_autograd(tensor.contiguous(), gather_dim=0, group=dist.group.WORLD)
 
 
+def per_process_divisor(count: int, device: torch.device) -> float | torch.Tensor:
+    """Divisor of a process's loss sum over `count` items (masked tokens, masked fields) such that DDP's gradient
+    average over processes is the mean over the items of every process: the total count over the number of
+    processes (2 processes x batch B == 1 process x batch 2B when the processes hold different counts). Without
+    several processes `max(count, 1)`. Every process must call it (an all-reduce), also with `count == 0`.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return max(count, 1)
+    total = torch.tensor(float(count), device=device)
+    dist.all_reduce(total)
+    return total.clamp_min(1.0) / dist.get_world_size()
+
+
 def contrastive_loss(
     tabular_embeds: torch.Tensor, text_embeds: torch.Tensor, temperature: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,22 +89,22 @@ def binary_nce_loss(scores: torch.Tensor, log_noise_probs: torch.Tensor, num_noi
         scores: (N, 1 + K) unnormalised log-scores, column 0 the target, the others noise samples.
         log_noise_probs: (N, 1 + K) log q(v) of the same candidates.
     Returns:
-        sum over the 1 + K binary terms, mean over N (0 when N == 0).
+        sum over the 1 + K binary terms and over N (the caller divides by N).
     """
     logits = scores - log_noise_probs - math.log(num_noise)  # log-odds of "data" vs "noise"
     targets = torch.zeros_like(logits)
     targets[:, 0] = 1.0
-    return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / max(len(scores), 1)
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
 
 
 def sampled_softmax_loss(
     scores: torch.Tensor, log_noise_probs: torch.Tensor, accidental: torch.Tensor
 ) -> torch.Tensor:
     """Sampled softmax with log-q correction; noise samples equal to the target (`accidental`, (N, 1 + K)) are
-    removed. Same layout as `binary_nce_loss`; mean over N (0 when N == 0)."""
+    removed. Same layout as `binary_nce_loss`; sum over N."""
     logits = (scores - log_noise_probs).masked_fill(accidental, float("-inf"))  # (N, 1 + K)
     targets = torch.zeros(len(scores), dtype=torch.long, device=scores.device)
-    return F.cross_entropy(logits, targets, reduction="sum") / max(len(scores), 1)
+    return F.cross_entropy(logits, targets, reduction="sum")
 
 
 def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
@@ -132,8 +145,9 @@ class FlipPretrainingOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` scalar): weighted sum of the enabled losses.
         icl_loss (`torch.FloatTensor` scalar): instance-level contrastive loss.
-        mlm_loss (`torch.FloatTensor` scalar): masked language modelling loss (mean over masked tokens).
-        mtm_loss (`torch.FloatTensor` scalar): masked tabular modelling loss (mean over masked fields).
+        mlm_loss (`torch.FloatTensor` scalar): masked language modelling loss (mean over masked tokens; with
+            several processes, a process's sum over the mean count per process, see `per_process_divisor`).
+        mtm_loss (`torch.FloatTensor` scalar): masked tabular modelling loss (mean over masked fields, likewise).
         logits_per_tabular (`torch.FloatTensor` of shape `(B, B_global)`): tabular-to-text similarities / tau
             (present when `use_icl`).
         mlm_accuracy (`torch.FloatTensor` scalar): top-1 accuracy over V_tok at the masked tokens.
@@ -623,7 +637,7 @@ class FlipForPretraining(FlipPreTrainedModel):
         word_embeddings = self.flip.text_model.get_input_embeddings().weight  # (V_tok, D)
         logits = self.mlm_head(masked_states[rows, cols], tabular_hidden[rows], word_embeddings)  # (N, V_tok)
         targets = mlm_labels[rows, cols]
-        loss = F.cross_entropy(logits, targets, reduction="sum") / max(len(targets), 1)
+        loss = F.cross_entropy(logits, targets, reduction="sum") / per_process_divisor(len(targets), logits.device)
         return loss, _accuracy(logits, targets)
 
     def _mtm_loss(
@@ -639,10 +653,12 @@ class FlipForPretraining(FlipPreTrainedModel):
         rows, fields = (mtm_labels >= NUM_RESERVED_FIELD_IDS).nonzero(as_tuple=True)  # (N,), (N,)
         vectors = field_vectors[rows, fields]  # (N, M)
         targets = self.flip.tabular_model.offsets[fields] + mtm_labels[rows, fields]  # (N,) global ids
+        divisor = per_process_divisor(len(targets), vectors.device)  # before any return: every process joins
         if len(targets) == 0:  # nothing to predict: a zero loss that keeps the graph (DDP), no accuracy
             return field_vectors.sum() * 0.0, None
         if self.config.mtm_loss == "softmax":
-            return self._field_softmax_loss(vectors, targets, fields)
+            loss, accuracy = self._field_softmax_loss(vectors, targets, fields)
+            return loss / divisor, accuracy
         num_noise = self.config.nce_num_noise
         noise = torch.multinomial(self.mtm_head.noise_probs, len(targets) * num_noise, replacement=True)
         candidates = torch.cat([targets[:, None], noise.view(len(targets), num_noise)], dim=1)  # (N, 1 + K)
@@ -654,12 +670,13 @@ class FlipForPretraining(FlipPreTrainedModel):
             loss = binary_nce_loss(scores, log_q, num_noise)
         else:
             loss = sampled_softmax_loss(scores, log_q, accidental)
-        return loss, _accuracy(scores.masked_fill(accidental, float("-inf")), torch.zeros_like(targets))
+        return loss / divisor, _accuracy(scores.masked_fill(accidental, float("-inf")), torch.zeros_like(targets))
 
     def _field_softmax_loss(
         self, vectors: torch.Tensor, targets: torch.Tensor, fields: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:  # N > 0
-        """Exact softmax over each masked field's own non-reserved vocabulary, grouped by field."""
+        """Exact softmax over each masked field's own non-reserved vocabulary, grouped by field: (sum over N,
+        accuracy)."""
         loss, correct = vectors.new_zeros(()), vectors.new_zeros(())
         for field in fields.unique().tolist():
             selected = fields == field
@@ -670,7 +687,7 @@ class FlipForPretraining(FlipPreTrainedModel):
             local_targets = targets[selected] - start
             loss = loss + F.cross_entropy(logits, local_targets, reduction="sum")
             correct = correct + (logits.argmax(-1) == local_targets).sum()
-        return loss / len(targets), correct / len(targets)
+        return loss, correct / len(targets)
 
 
 def _freeze(*modules: nn.Module | None) -> None:
