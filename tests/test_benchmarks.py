@@ -77,7 +77,6 @@ def test_pretraining_levers_and_report(setup, tmp_path):
         "FLIP - masked-only logits (full logits)",
         "FLIP - SDPA (eager attention)",
     }
-    assert results["FLIP"]["vs_flip_wall"]["median"] == pytest.approx(1.0)
     assert all(r["wall"]["median"] > 0 and r["cpu"]["median"] > 0 for r in results.values())
 
     full = {
@@ -147,7 +146,14 @@ def test_bundle_round_trip_and_quality_runner(data, setup, tmp_path):
         ]
     )
     assert [r["row"] for r in records] == ["DCNv2", "FLIP pretraining", "FLIP (joint)"]
-    assert all(0.0 <= r["test_auc"] <= 1.0 for r in records if "test_auc" in r)
+    # the smoke bundle's test split is its train split: 2 steps already rank it (0.98; ~0.5 at learning rate 0)
+    assert all(r["test_auc"] > 0.9 for r in records if "test_auc" in r)
+
+
+def test_speed_ratios_are_taken_round_by_round():
+    rates = {"FLIP": {"wall": [10.0, 20.0, 30.0]}, "plain": {"wall": [5.0, 5.0, 30.0]}}
+    ratios = throughput.compare(rates, {"flip": "FLIP"})["plain"]["vs_flip_wall"]
+    assert ratios == {"median": 0.5, "min": 0.25, "max": 1.0}  # rounds 5/10, 5/20, 30/30; not 40/60
 
 
 def test_rank_auc_matches_sklearn():

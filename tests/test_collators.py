@@ -83,6 +83,11 @@ def test_masking_statistics(tiny_tokenizer, mask_same_fields):
     assert (text_counts / total - 1 / 8).abs().max() < 0.04  # uniform over fields
 
 
+def test_number_of_masked_fields_is_the_rounded_share_at_least_one():
+    """m = max(1, round(F * ratio)) (docs/contracts.md): 8 * 0.2 = 1.6 masks 2 fields, not 1."""
+    assert [num_masked_fields(8, ratio) for ratio in (0.01, 0.15, 0.2, 0.5, 1.0)] == [1, 1, 2, 4, 8]
+
+
 def test_mlm_only_picks_fields_with_tokens_left(tiny_tokenizer):
     features = _features(tiny_tokenizer, n=16, max_length=14)  # only the first field or two survive
     collator = DataCollatorForFlipPretraining(tiny_tokenizer, mlm_field_ratio=0.5, mtm_field_ratio=0.5, seed=3)

@@ -32,7 +32,7 @@ def test_auc_by_hand():
 
 def test_rela_impr_by_hand():
     assert rela_impr(0.75, 0.70) == pytest.approx(25.0)  # (0.25 / 0.20 - 1) * 100
-    assert rela_impr(0.70, 0.70) == pytest.approx(0.0)
+    assert rela_impr(0.80, 0.75) == pytest.approx(20.0)  # (0.30 / 0.25 - 1) * 100
     assert rela_impr(0.65, 0.70) == pytest.approx(-25.0)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from transformers import BertModel
 
 from modeling_flip import FlipConfig, FlipForCTR, FlipForPretraining, FlipModel
@@ -119,6 +120,45 @@ def test_ctr_shapes_and_losses(tester, backbone, ctr_mode):
         assert torch.allclose(output.logits, output.text_logits)
 
 
+def test_pretraining_loss_is_the_weighted_sum_of_its_losses(tester):
+    model = FlipForPretraining(tester.get_config(icl_weight=0.5, mlm_weight=2.0, mtm_weight=3.0))
+    output = model(**tester.pretraining_inputs())
+    torch.testing.assert_close(output.loss, 0.5 * output.icl_loss + 2.0 * output.mlm_loss + 3.0 * output.mtm_loss)
+
+
+def test_joint_ctr_loss_is_three_bces_plus_the_training_l2(tester):
+    """logit = alpha z_id + (1 - alpha) z_text + b; loss = BCE(logit) + BCE(z_id) + BCE(z_text), by hand; in training
+    also embedding_l2 * (|E|^2 + |E_linear|^2), never in evaluation."""
+    torch.manual_seed(0)
+    model = FlipForCTR(tester.get_config(ctr_mode="joint", joint_alpha_init=0.3, embedding_l2=0.01)).eval()
+    tower = model.flip.tabular_model
+    with torch.no_grad():
+        model.joint_bias.fill_(0.2)
+        for table in (tower.embeddings, tower.linear):  # from the 1e-4 init to sizes the L2 terms can tell apart
+            table.weight.normal_(std=0.3)
+    inputs = tester.ctr_inputs()
+    labels = inputs["labels"]
+
+    def bce(logits: torch.Tensor) -> torch.Tensor:
+        probs = logits.sigmoid()
+        return -(labels * probs.log() + (1 - labels) * (1 - probs).log()).mean()
+
+    id_logits = tower(inputs["field_ids"])[1]
+    text_logits = model.text_head(model.flip.encode_text(inputs["input_ids"], inputs["attention_mask"])[1])[:, 0]
+    output = model(**inputs)
+    torch.testing.assert_close(output.id_logits, id_logits)
+    torch.testing.assert_close(output.text_logits, text_logits)
+    torch.testing.assert_close(output.logits, 0.3 * id_logits + 0.7 * text_logits + 0.2)
+    torch.testing.assert_close(output.loss, bce(output.logits) + bce(id_logits) + bce(text_logits))
+    assert output.l2_loss is None
+    trained = model.train()(**inputs)  # dropout on: the BCEs of this pass's own logits
+    l2 = 0.01 * (tower.embeddings.weight.pow(2).sum() + tower.linear.weight.pow(2).sum())
+    torch.testing.assert_close(trained.logits, 0.3 * trained.id_logits + 0.7 * trained.text_logits + 0.2)
+    torch.testing.assert_close(trained.l2_loss, l2)
+    expected = bce(trained.logits) + bce(trained.id_logits) + bce(trained.text_logits) + l2
+    torch.testing.assert_close(trained.loss, expected)
+
+
 def test_joint_alpha_init_from_a_pretraining_checkpoint(tester, tmp_path):
     FlipForPretraining(tester.get_config()).save_pretrained(tmp_path)
     model = FlipForCTR.from_pretrained(tmp_path, ctr_mode="joint", joint_alpha_init=0.5)  # alpha: a missing key
@@ -174,8 +214,63 @@ def test_ctr_trainable_parameters_all_get_gradients(tester, ctr_mode):
     model(**tester.ctr_inputs()).loss.backward()
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            assert parameter.grad is not None, name
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     assert not any(p.requires_grad for p in model.flip.tabular_projection.parameters())
+
+
+@pytest.mark.parametrize("loss", ["icl", "mlm", "mtm"])
+def test_each_pretraining_loss_alone_trains_the_whole_tabular_tower(tester, loss):
+    """Each loss's own gradient reaches every trainable tabular parameter (a detached row, a skipped tabular pass,
+    a constant input would leave some at zero): ICL and MLM through the complete row, MTM through the masked one."""
+    model = FlipForPretraining(tester.get_config())
+    output = model(**tester.pretraining_inputs())
+    params = {name: p for name, p in model.flip.tabular_model.named_parameters() if p.requires_grad}
+    grads = torch.autograd.grad(getattr(output, f"{loss}_loss"), list(params.values()), allow_unused=True)
+    for name, grad in zip(params, grads):
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def _other_value(ids: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """`ids` with every id at `where` replaced by another valid id (2 <-> 3; 2 is valid for tokens and fields)."""
+    return torch.where(where, torch.where(ids == 2, 3, 2), ids)
+
+
+def _forward_each(model: FlipForPretraining, *batches: dict) -> list:
+    """The outputs of `model` on each batch, every pass drawing the same NCE noise ids."""
+    outputs = []
+    for batch in batches:
+        torch.manual_seed(0)  # the same NCE noise ids
+        outputs.append(model(**batch))
+    return outputs
+
+
+@pytest.mark.parametrize(
+    ("loss", "complete", "labels"), [("mlm", "input_ids", "mlm_labels"), ("mtm", "field_ids", "mtm_labels")]
+)
+def test_masked_pass_never_sees_the_masked_values(tester, loss, complete, labels):
+    """Changing the complete view at the masked positions (masked view and labels unchanged) changes the ICL loss
+    but not the masked pass's loss: the MLM pass reads the masked text (plus the complete row), the MTM pass the
+    masked row (plus the complete text)."""
+    model = FlipForPretraining(tester.get_config()).eval()
+    inputs = tester.pretraining_inputs()
+    changed = {**inputs, complete: _other_value(inputs[complete], inputs[labels] != -100)}
+    original, new = _forward_each(model, inputs, changed)
+    assert torch.equal(getattr(new, f"{loss}_loss"), getattr(original, f"{loss}_loss"))
+    assert not torch.equal(new.icl_loss, original.icl_loss)  # the change is real and read by the complete pass
+
+
+@pytest.mark.parametrize("text_pooling", ["cls", "mean"])
+def test_padding_tokens_change_nothing(tester, text_pooling):
+    """Token ids under `attention_mask == 0` reach no loss: not through pooling, nor the MTM attention over the
+    complete text, nor the masked text."""
+    model = FlipForPretraining(tester.get_config(text_pooling=text_pooling)).eval()
+    inputs = tester.pretraining_inputs()
+    padding = inputs["attention_mask"] == 0
+    assert padding.any()
+    changed = {**inputs, **{key: _other_value(inputs[key], padding) for key in ("input_ids", "masked_input_ids")}}
+    original, new = _forward_each(model, inputs, changed)
+    for name in ("icl_loss", "mlm_loss", "mtm_loss"):
+        torch.testing.assert_close(getattr(new, name), getattr(original, name), rtol=0, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize(
@@ -227,10 +322,33 @@ def test_learnable_temperature(tester):
     model = FlipForPretraining(tester.get_config(learn_temperature=True, temperature=0.5))
     assert math.isclose(model.log_temperature.exp().item(), 0.5, rel_tol=1e-6)
     model(**tester.pretraining_inputs()).loss.backward()
-    assert model.log_temperature.grad is not None
+    assert model.log_temperature.grad.abs() > 0
     fixed = FlipForPretraining(tester.get_config())
     assert "log_temperature" not in dict(fixed.named_parameters())
     assert math.isclose(fixed.log_temperature.exp().item(), 0.7, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("learn_temperature", [False, True])
+def test_icl_uses_the_configured_temperature(tester, learn_temperature):
+    """logits_per_tabular = (tabular_embeds . text_embeds) / tau, and the ICL loss is their symmetric InfoNCE."""
+    model = FlipForPretraining(tester.get_config(temperature=0.3, learn_temperature=learn_temperature)).eval()
+    output = model(**tester.pretraining_inputs())
+    dots = output.tabular_embeds @ output.text_embeds.T  # (B, B)
+    torch.testing.assert_close(output.logits_per_tabular * 0.3, dots)
+    targets = torch.arange(tester.batch_size)
+    expected = (F.cross_entropy(dots / 0.3, targets) + F.cross_entropy(dots.T / 0.3, targets)) / 2
+    torch.testing.assert_close(output.icl_loss, expected)
+
+
+def test_icl_training_pulls_matching_pairs_together(tiny_text_config):
+    """After 40 steps on the ICL loss alone, each of 8 random rows has its own text as the most similar one (dot
+    products of the projected views, whatever sign the temperature has); chance is 1/8."""
+    tester = FlipModelTester(tiny_text_config, batch_size=8)
+    model, batch = _memorise(tester, 40, tester.pretraining_inputs(), use_icl=True, use_mlm=False, use_mtm=False)
+    with torch.no_grad():
+        output = model(**batch)
+    dots = output.tabular_embeds @ output.text_embeds.T  # (B, B)
+    assert torch.equal(dots.argmax(dim=1), torch.arange(tester.batch_size))
 
 
 def test_feature_frequencies_set_noise_distribution(tester):
@@ -280,6 +398,23 @@ def test_mtm_losses_match_hand_computation():
     corrected = [s - math.log(q) for s, q in zip(scores[0].tolist(), noise_probs)][:2]
     expected_sampled = -corrected[0] + math.log(sum(math.exp(c) for c in corrected))
     assert math.isclose(sampled_softmax_loss(scores, log_q, accidental).item(), expected_sampled, rel_tol=1e-6)
+
+
+def test_mlm_loss_matches_hand_computation(tester):
+    """At each masked token: logits = tanh(W [masked-text state; complete-row state] + b) . word embeddings + bias,
+    cross-entropy against the original token, mean over the masked tokens."""
+    model = FlipForPretraining(tester.get_config()).eval()
+    inputs = tester.pretraining_inputs()
+    output = model(**inputs)
+    states = model.flip.encode_text(inputs["masked_input_ids"], inputs["attention_mask"])[0]  # (B, L, D)
+    row_states = model.flip.tabular_model(inputs["field_ids"])[0]  # (B, H)
+    head, word_embeddings = model.mlm_head, model.flip.text_model.embeddings.word_embeddings.weight
+    losses = []
+    for row, position in (inputs["mlm_labels"] != -100).nonzero().tolist():
+        fused = torch.tanh(head.dense.weight @ torch.cat([states[row, position], row_states[row]]) + head.dense.bias)
+        logits = word_embeddings @ fused + head.bias  # (V_tok,)
+        losses.append(torch.logsumexp(logits, 0) - logits[inputs["mlm_labels"][row, position]])
+    torch.testing.assert_close(output.mlm_loss, torch.stack(losses).mean())
 
 
 def _gather_worker(rank: int, world_size: int, init_file: str, tabular: torch.Tensor, text: torch.Tensor, results):
@@ -381,7 +516,7 @@ def test_gradient_checkpointing_backward(tester):
     model.train()
     model(**tester.pretraining_inputs()).loss.backward()
     assert len(checkpointed) == 2  # complete and masked text passes
-    assert model.flip.text_model.embeddings.word_embeddings.weight.grad is not None
+    assert model.flip.text_model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
 
 
 def _recording(function, calls: list):
@@ -425,12 +560,16 @@ def _memorisation_batch(rows: int = 64) -> dict:
     }
 
 
-def _memorise(tester: FlipModelTester, steps: int = 300, **switches) -> tuple[FlipForPretraining, dict]:
-    """Train a dropout-free model with Adam on the memorisation batch; returns it in eval mode and the batch."""
+def _memorise(
+    tester: FlipModelTester, steps: int = 300, batch: dict | None = None, **switches
+) -> tuple[FlipForPretraining, dict]:
+    """Train a dropout-free model with Adam on `batch` (default: the memorisation batch); returns it in eval mode
+    and the batch."""
     torch.manual_seed(0)
     no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-    config = tester.get_config(no_dropout, projection_dropout=0.0, mlm_head_dropout=0.0, use_icl=False, **switches)
-    model, batch = FlipForPretraining(config), _memorisation_batch()
+    switches = {"use_icl": False, **switches}
+    config = tester.get_config(no_dropout, projection_dropout=0.0, mlm_head_dropout=0.0, **switches)
+    model, batch = FlipForPretraining(config), _memorisation_batch() if batch is None else batch
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(steps):
         optimizer.zero_grad()

@@ -151,4 +151,4 @@ def test_finetune_script_streaming_option(tmp_path, request):
     with pytest.raises(ValueError, match="--streaming .* set --max_steps"):
         finetune.main([*argv, "--output_dir", str(tmp_path / "a")])
     results = finetune.main([*argv, "--output_dir", str(tmp_path / "b"), "--max_steps", "5"])
-    assert 0 <= results["test"]["test_auc"] <= 1 and results["test_rows"] > 0
+    assert results["test"]["test_auc"] > 0.7 and results["test_rows"] > 0  # the table's movie parity: 0.82

@@ -65,8 +65,8 @@ def test_pretraining_logs_components_and_moves_both_towers(pretrained, tiny_enco
 def test_finetune_modes_report_validation_and_test(finetuned, pretrained, mode):
     output_dir, results = finetuned[mode]
     assert results["ctr_mode"] == mode and results["init_from"] == pretrained[0]
-    assert 0.0 <= results["validation"]["eval_auc"] <= 1.0
-    assert 0.0 <= results["test"]["test_auc"] <= 1.0 and results["test"]["test_logloss"] > 0
+    # the table's clicks follow the movie parity (15% flipped): every mode learns it (id 0.87, text / joint 0.93)
+    assert results["validation"]["eval_auc"] > 0.7 and results["test"]["test_auc"] > 0.7
     assert json.loads(Path(output_dir, "results.json").read_text())["test"] == pytest.approx(results["test"])
     model = AutoModelForSequenceClassification.from_pretrained(output_dir, trust_remote_code=True)
     assert model.config.ctr_mode == mode
@@ -124,12 +124,12 @@ def test_id_baseline_from_scratch_needs_no_text_weights(common_args, tmp_path):
     results = run_finetune(
         tmp_path, common_args, "--ctr_mode", "id", "--backbone", "deepfm", "--num_train_epochs", "1"
     )
-    assert results["init_from"] is None and results["test"]["test_auc"] >= 0
+    assert results["init_from"] is None and results["test"]["test_auc"] > 0.7  # 0.86 after one epoch
     config = json.loads(Path(tmp_path, "config.json").read_text())
     assert config["backbone"] == "deepfm" and config["ctr_mode"] == "id"
 
 
-def test_lora_keeps_base_text_weights_and_merges(pretrained, common_args, tmp_path):
+def test_lora_keeps_base_text_weights_and_merges(pretrained, common_args, table, tmp_path):
     from peft import PeftModel
 
     from modeling_flip import FlipForCTR
@@ -151,7 +151,33 @@ def test_lora_keeps_base_text_weights_and_merges(pretrained, common_args, tmp_pa
     batch = {"field_ids": torch.tensor([[2, 2, 3, 2]]), "input_ids": torch.tensor([[2, 6, 7, 5, 50, 3]])}
     with torch.no_grad():
         torch.testing.assert_close(adapted(**batch).logits, merged(**batch).logits, atol=1e-5, rtol=1e-4)
-    assert results["test"]["test_auc"] >= 0
+    # the saved merged model is the one the run scored (one epoch of rank-2 LoRA does not learn the table reliably)
+    record = evaluate.main([str(tmp_path), "--dataset", table, "--split", "test"])
+    assert record["test_auc"] == pytest.approx(results["test"]["test_auc"], abs=1e-6)
+
+
+def test_text_learning_rate_is_the_text_towers_param_group(tiny_text_config, tmp_path):
+    """`text_learning_rate`: every trainable text-tower parameter, and only those, trains at that rate, the others
+    at `learning_rate`; each group keeps its weight decay (none on biases and LayerNorms)."""
+    from tests.test_modeling_flip import FlipModelTester
+    from training.arguments import FlipTrainingArguments
+    from training.trainer import FlipTrainer
+
+    model = FlipForCTR(FlipModelTester(tiny_text_config).get_config(ctr_mode="joint"))
+    no_evaluation = {"eval_strategy": "no", "load_best_model_at_end": False}
+    args = FlipTrainingArguments(
+        str(tmp_path), learning_rate=1e-3, text_learning_rate=1e-5, weight_decay=0.1, **no_evaluation
+    )
+    trainer = FlipTrainer(model=model, args=args)
+    decay, names = set(trainer.get_decay_parameter_names(model)), {id(p): n for n, p in model.named_parameters()}
+    grouped = []
+    for group in trainer.create_optimizer().param_groups:
+        for name in (names[id(param)] for param in group["params"]):
+            grouped.append(name)
+            assert group["lr"] == (1e-5 if name.startswith("flip.text_model.") else 1e-3), name
+            assert group["weight_decay"] == (0.1 if name in decay else 0.0), name
+    assert sorted(grouped) == sorted(name for name, param in model.named_parameters() if param.requires_grad)
+    assert any(name.startswith("flip.text_model.") for name in grouped) and "alpha" in grouped
 
 
 def test_resume_matches_an_uninterrupted_run(common_args, tmp_path):
@@ -196,23 +222,23 @@ def test_time_budget_stops_evaluates_and_saves(common_args, tmp_path):
 def test_demo_table_has_rela_impr_against_dcnv2():
     from training.demo import results_table
 
-    records = [
+    records = [  # the base is found by name, not by position
         {"stage": "prepare", "wall_time_s": 3.0},
-        {
-            "stage": "DCNv2",
-            "test": {"test_auc": 0.70, "test_logloss": 0.61},
-            "train_rows_seen": 8,
-            "wall_time_s": 10.0,
-        },
         {
             "stage": "FLIP",
             "test": {"test_auc": 0.75, "test_logloss": 0.60},
             "train_rows_seen": 4096,
             "wall_time_s": 20.0,
         },
+        {
+            "stage": "DCNv2",
+            "test": {"test_auc": 0.70, "test_logloss": 0.61},
+            "train_rows_seen": 8,
+            "wall_time_s": 10.0,
+        },
     ]
     rows, markdown = results_table(records)
-    assert [row["rela_impr_vs_dcnv2_pct"] for row in rows] == [0.0, 25.0]
+    assert [row["rela_impr_vs_dcnv2_pct"] for row in rows] == [25.0, 0.0]
     assert "| FLIP | 4,096 | 0.7500 | 0.6000 | +25.00% | 20 |" in markdown
 
 
