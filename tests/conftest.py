@@ -59,10 +59,12 @@ def _offline_hub(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """One intra-op thread: the tiny test models gain nothing from more, and on a shared 2-core machine two
-    spinning threads made a 3-step run 40x slower (9 s instead of 0.2 s)."""
+    spinning threads made a 3-step run 40x slower (9 s instead of 0.2 s). Session-wide, so that module-scoped
+    fixtures that train (set up before any function-scoped fixture) use it too: a run compared bit for bit with a
+    fixture's run must use the same number of threads."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

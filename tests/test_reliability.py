@@ -447,13 +447,14 @@ def test_schema_file_round_trip_keeps_check_compatible_exact(tmp_path):
 
 from tests.test_training import CONFIGS  # noqa: E402
 
-# 8 steps of FLIP_ID with the default (linear) schedule, a checkpoint every 3 steps, no evaluation in between
-BUDGET = ["--ctr_mode", "id", "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "3"]
-BUDGET += ["--load_best_model_at_end", "false", "--early_stopping_patience", "0", "--max_steps", "8"]
+# 8 steps, a checkpoint every 3 steps, no evaluation in between, with each stage's default schedule (finetuning:
+# FLIP_ID, linear; pretraining: cosine, ICL + MLM + MTM with NCE noise sampling, text / projection / MLM-head dropout)
+BUDGET = ["--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "3", "--max_steps", "8"]
+BUDGET += ["--load_best_model_at_end", "false", "--early_stopping_patience", "0"]
+STAGES = {"finetune": ["--ctr_mode", "id"], "pretrain": []}
 KILL_SCRIPT = """
-import os, signal, sys
+import importlib, os, signal, sys
 from transformers import Trainer
-from training import finetune
 
 save = Trainer._save_optimizer_and_scheduler
 def save_then_die(self, output_dir):  # SIGKILL inside the save of checkpoint-6: weights written, optimizer not
@@ -461,15 +462,20 @@ def save_then_die(self, output_dir):  # SIGKILL inside the save of checkpoint-6:
         os.kill(os.getpid(), signal.SIGKILL)
     return save(self, output_dir)
 Trainer._save_optimizer_and_scheduler = save_then_die
-finetune.main(sys.argv[1:])
+importlib.import_module("training." + sys.argv[1]).main(sys.argv[2:])
 """
 
 
-def _finetune(output_dir, data_args, *extra) -> dict:
-    from training import finetune
+def _argv(stage: str, output_dir, data_args) -> list[str]:
+    config = str(CONFIGS / f"{stage}_tiny.yaml")
+    return [config, *data_args, *BUDGET, *STAGES[stage], "--output_dir", str(output_dir)]
 
-    argv = [str(CONFIGS / "finetune_tiny.yaml"), *data_args, *BUDGET, "--output_dir", str(output_dir), *extra]
-    return finetune.main(argv)
+
+def _train(stage: str, output_dir, data_args, *extra) -> dict:
+    """`training.finetune.main` / `training.pretrain.main` with the budget above."""
+    import importlib
+
+    return importlib.import_module(f"training.{stage}").main([*_argv(stage, output_dir, data_args), *extra])
 
 
 def _weights(folder) -> dict:
@@ -479,14 +485,16 @@ def _weights(folder) -> dict:
 
 
 def _metrics(results: dict) -> dict:
-    return {key: value for key, value in results["test"].items() if not key.endswith(("runtime", "_per_second"))}
+    """Test metrics of a finetuning (AUC, LogLoss, loss), validation losses of a pretraining (ICL, MLM, MTM)."""
+    scored = results["test"] if "test" in results else results["validation"]
+    return {key: value for key, value in scored.items() if not key.endswith(("runtime", "_per_second"))}
 
 
 def _assert_same_run(first: dict, second: dict, first_dir, second_dir) -> None:
-    """Bit-identical test metrics (AUC, LogLoss, loss) and final weights."""
+    """Bit-identical metrics and final weights."""
     import torch
 
-    assert _metrics(first) == _metrics(second) and {"test_auc", "test_logloss"} <= set(_metrics(first))
+    assert _metrics(first) == _metrics(second) and any(key.endswith("_loss") for key in _metrics(first))
     a, b = _weights(first_dir), _weights(second_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
@@ -497,35 +505,37 @@ def data_args(request) -> list[str]:
     return request.getfixturevalue("common_args")
 
 
-@pytest.fixture(scope="module")
-def straight_run(data_args, tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("straight")
-    return output_dir, _finetune(output_dir, data_args)
+@pytest.fixture(scope="module", params=list(STAGES))
+def straight_run(request, data_args, tmp_path_factory) -> tuple[str, object, dict]:
+    """(stage, output folder, results) of an uninterrupted 8-step run of each stage."""
+    output_dir = tmp_path_factory.mktemp(f"straight-{request.param}")
+    return request.param, output_dir, _train(request.param, output_dir, data_args)
 
 
 def test_crash_at_a_random_step_then_resume_equals_an_uninterrupted_run(straight_run, data_args, tmp_path):
     """A callback raising at step 5 (after checkpoint-3) kills the run; --resume_from_checkpoint true replays
-    steps 4..8 from checkpoint-3 (model, optimizer, linear schedule, RNG, data order) to the same weights."""
+    steps 4..8 from checkpoint-3 (model, optimizer, schedule, RNG, data order, masks) to the same weights."""
+    import importlib
+
     from transformers import TrainerCallback
 
-    from training import finetune
+    stage, straight_dir, straight = straight_run
+    script = importlib.import_module(f"training.{stage}")
 
     class CrashAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 5:
                 raise RuntimeError("simulated crash at step 5")
 
-    original = finetune.training_callbacks
-    finetune.training_callbacks = lambda args: [*original(args), CrashAt()]
-    try:
+    callbacks = script.training_callbacks
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(script, "training_callbacks", lambda args: [*callbacks(args), CrashAt()])
         with pytest.raises(RuntimeError, match="simulated crash"):
-            _finetune(tmp_path, data_args)
-    finally:
-        finetune.training_callbacks = original
+            _train(stage, tmp_path, data_args)
     assert sorted(p.name for p in tmp_path.iterdir() if "checkpoint" in p.name) == ["checkpoint-3"]
     assert not (tmp_path / "model.safetensors").exists()  # no final model from a crashed run
-    resumed = _finetune(tmp_path, data_args, "--resume_from_checkpoint", "true")
-    _assert_same_run(straight_run[1], resumed, straight_run[0], tmp_path)
+    resumed = _train(stage, tmp_path, data_args, "--resume_from_checkpoint", "true")
+    _assert_same_run(straight, resumed, straight_dir, tmp_path)
 
 
 def test_sigkill_during_a_checkpoint_save_then_resume_equals_an_uninterrupted_run(straight_run, data_args, tmp_path):
@@ -536,16 +546,16 @@ def test_sigkill_during_a_checkpoint_save_then_resume_equals_an_uninterrupted_ru
     import subprocess
     import sys
 
-    argv = [str(CONFIGS / "finetune_tiny.yaml"), *data_args, *BUDGET, "--output_dir", str(tmp_path)]
+    stage, straight_dir, straight = straight_run
     env = dict(os.environ, PYTHONPATH=str(CONFIGS.parents[1]), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-c", KILL_SCRIPT, *argv]
+    command = [sys.executable, "-c", KILL_SCRIPT, stage, *_argv(stage, tmp_path, data_args)]
     killed = subprocess.run(command, env=env, capture_output=True, timeout=300, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     names = sorted(p.name for p in tmp_path.iterdir() if "checkpoint" in p.name)
     assert names == ["checkpoint-3", "tmp-checkpoint-6"]
     assert (tmp_path / "tmp-checkpoint-6" / "checkpoint-6" / "model.safetensors").exists()  # half-written save
-    resumed = _finetune(tmp_path, data_args, "--resume_from_checkpoint", "true")
-    _assert_same_run(straight_run[1], resumed, straight_run[0], tmp_path)
+    resumed = _train(stage, tmp_path, data_args, "--resume_from_checkpoint", "true")
+    _assert_same_run(straight, resumed, straight_dir, tmp_path)
     assert not (tmp_path / "tmp-checkpoint-6").exists() or (tmp_path / "checkpoint-6").exists()
 
 
@@ -595,8 +605,9 @@ def test_prepare_failing_mid_write_leaves_no_partial_output(tmp_path, tiny_encod
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_finetuning_is_bit_identical_across_runs(straight_run, data_args, tmp_path):
-    _assert_same_run(straight_run[1], _finetune(tmp_path, data_args), straight_run[0], tmp_path)
+def test_training_is_bit_identical_across_runs(straight_run, data_args, tmp_path):
+    stage, straight_dir, straight = straight_run
+    _assert_same_run(straight, _train(stage, tmp_path, data_args), straight_dir, tmp_path)
 
 
 def _pretraining_steps(tiny_tokenizer, tiny_text_config, seed: int, steps: int = 3) -> list[float]:
@@ -637,20 +648,3 @@ def test_pretraining_steps_are_bit_identical_across_runs(tiny_tokenizer, tiny_te
     first = _pretraining_steps(tiny_tokenizer, tiny_text_config, seed=0)
     assert first == _pretraining_steps(tiny_tokenizer, tiny_text_config, seed=0)
     assert first != _pretraining_steps(tiny_tokenizer, tiny_text_config, seed=1)  # the seed matters
-
-
-def test_pretraining_script_is_bit_identical_across_runs(data_args, tmp_path):
-    import torch
-
-    from training import pretrain
-
-    def run(folder):
-        argv = [str(CONFIGS / "pretrain_tiny.yaml"), *data_args, "--output_dir", str(folder), "--max_steps", "4"]
-        argv += ["--eval_strategy", "steps", "--eval_steps", "4", "--save_strategy", "no"]
-        results = pretrain.main([*argv, "--load_best_model_at_end", "false"])
-        return {k: v for k, v in results["validation"].items() if not k.endswith(("runtime", "_per_second"))}
-
-    first, second = run(tmp_path / "a"), run(tmp_path / "b")
-    assert first == second and first["eval_loss"] > 0
-    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
-    assert all(torch.equal(a[name], b[name]) for name in a)
