@@ -157,7 +157,7 @@ class FlipProcessor(ProcessorMixin):
         if return_truncation:
             data["num_truncated_values"] = batch.truncated_values.tolist()
         if self.schema.label_column in columns:
-            data["labels"] = self.make_labels(columns[self.schema.label_column]).tolist()
+            data["labels"] = self.schema.labels(columns[self.schema.label_column]).tolist()
         if return_tensors is not None:
             return self._pad(data, return_tensors)
         return BatchFeature(data)
@@ -247,10 +247,6 @@ class FlipProcessor(ProcessorMixin):
         self.stats["rows"] += len(truncated)
         self.stats["truncated_rows"] += int((truncated > 0).sum())
         self.stats["truncated_values"] += int(truncated.sum())
-
-    def make_labels(self, values: Sequence[Any]) -> np.ndarray:
-        """Label column -> `(N,)` int64 0/1 by the schema's label rules (`TabularSchema.labels`)."""
-        return self.schema.labels(values)
 
     def _pad(self, data: dict[str, list], return_tensors: str) -> BatchFeature:
         """Pad token-level lists to the longest row on the tokenizer's padding side and convert.
