@@ -16,6 +16,7 @@ moved on: update the mutation). Prints a Markdown table; exits 1 when a mutation
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -389,18 +390,17 @@ def run_tests(copy: Path, tests: tuple[str, ...], log: Path, timeout: float) -> 
         code = pytest.main(["-x", "-q", "-rf", "-p", "no:cacheprovider", *tests])
         sys.stdout.flush()
         os._exit(int(code))
-    deadline = time.time() + timeout
-    while True:
+    deadline, code = time.time() + timeout, -1
+    while time.time() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             code = os.waitstatus_to_exitcode(status)
             break
-        if time.time() > deadline:
-            os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            code = -1
-            break
         time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):  # the run's group: also what os._exit orphaned (mp Managers)
+        os.killpg(pid, signal.SIGKILL)
+    if code == -1:
+        os.waitpid(pid, 0)
     failed = re.search(r"^(?:FAILED|ERROR) (\S+)", log.read_text(), re.MULTILINE)
     return code, failed.group(1) if failed else ""
 
