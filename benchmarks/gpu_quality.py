@@ -1,14 +1,17 @@
-"""Full-data FLIP vs DCNv2 quality rows, one seed, on a machine without `datasets` / `evaluate` / scikit-learn.
+"""Full-data FLIP_ID vs DCNv2 on the reference recipe, on a machine without `datasets` / `evaluate` / scikit-learn.
 
 The library's scripts read prepared `datasets` folders; this runner feeds the same library pieces (argument
 dataclasses and YAML configs of `training/configs`, `build_model`, `FlipTrainer`, the collators, the time-budget
 and early-stopping callbacks) with the rows of a bundle written by `benchmarks/bench_data.py export`:
 
     python benchmarks/gpu_quality.py --bundle benchmarks/.cache/bundle --output_dir outputs/gpu_quality \
-        --pretrain_minutes 1.5 --finetune_minutes 1.5
+        --pretrain_epochs 10 --pretrain_minutes 5 --finetune_minutes 0.5 --seeds 0,1,2
 
-Rows: DCNv2 (ID only, `finetune_full.yaml`), FLIP pretraining (`pretrain_full.yaml`, cut by the time budget),
-FLIP (joint, from that pretraining; the config's text/joint settings). Test AUC is computed once per row.
+Rows, quality first: FLIP pretraining of the bundle's PLM (`pretrain_full.yaml`: the reference recipe at its global
+batch 1024 on one device, mean pooling, `--pretrain_epochs` epochs, cut by `--pretrain_minutes`), then FLIP_ID
+(from that pretraining) and DCNv2 (from scratch) for every seed (`finetune_full.yaml`, id mode: the reference
+finetuning recipe, early stopping on validation AUC). Test AUC is computed once per row; every record is printed
+and saved as soon as it exists, so a run cut by its time limit keeps what it finished.
 """
 
 from __future__ import annotations
@@ -44,16 +47,7 @@ from training.model_builder import build_model  # noqa: E402
 from training.trainer import FlipTrainer  # noqa: E402
 
 CONFIGS = REPO / "training" / "configs"
-JOINT_FLAGS = [
-    "--learning_rate",
-    "1e-3",
-    "--text_learning_rate",
-    "5e-5",
-    "--per_device_train_batch_size",
-    "128",
-    "--num_train_epochs",
-    "5",
-]  # finetune_full.yaml's note for text / joint modes
+PRETRAIN_FLAGS = ["--per_device_train_batch_size", "1024", "--text_pooling", "mean"]  # one device: global 1024
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -162,9 +156,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--output_dir", default="outputs/gpu_quality")
-    parser.add_argument("--pretrain_minutes", type=float, default=1.5)
-    parser.add_argument("--finetune_minutes", type=float, default=1.5)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--pretrain_epochs", type=float, default=10)
+    parser.add_argument("--pretrain_minutes", type=float, default=5.0, help="wall-time cap of the pretraining")
+    parser.add_argument("--finetune_minutes", type=float, default=0.5, help="wall-time cap of each finetuning")
+    parser.add_argument("--seeds", default="0,1,2", help="finetuning seeds of FLIP_ID and DCNv2")
     parser.add_argument("--max_rows", type=int, default=None, help="cut every split (smoke tests)")
     parser.add_argument("--max_steps", type=int, default=None, help="cap every training run (smoke tests)")
     parser.add_argument("--batch_size", type=int, default=None, help="override every train batch size (smoke tests)")
@@ -182,11 +177,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "quality.json").write_text(json.dumps(records, indent=2))
 
-    keep(finetune(data, "DCNv2", str(out / "dcnv2"), args.finetune_minutes, args.seed, ["--ctr_mode", "id", *extra]))
-    checkpoint, record = pretrain(data, str(out / "pretrain"), args.pretrain_minutes, args.seed, extra)
+    pretrain_flags = [*PRETRAIN_FLAGS, "--num_train_epochs", str(args.pretrain_epochs), *extra]
+    checkpoint, record = pretrain(data, str(out / "pretrain"), args.pretrain_minutes, 42, pretrain_flags)
     keep(record)
-    flip_flags = ["--init_from", checkpoint, "--ctr_mode", "joint", *JOINT_FLAGS, *extra]
-    keep(finetune(data, "FLIP (joint)", str(out / "flip"), args.finetune_minutes, args.seed, flip_flags))
+    rows = {"FLIP_ID": ["--init_from", checkpoint], "DCNv2": ["--backbone", "dcnv2"]}
+    for seed in [int(seed) for seed in args.seeds.split(",")]:
+        for name, flags in rows.items():
+            run_dir = str(out / f"{name.lower()}-seed{seed}")
+            keep(
+                {
+                    **finetune(data, name, run_dir, args.finetune_minutes, seed, ["--ctr_mode", "id", *flags, *extra]),
+                    "seed": seed,
+                }
+            )
     return records
 
 

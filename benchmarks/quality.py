@@ -190,9 +190,8 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
             for fraction, how in subsets
         ]
 
-    baseline = Row("DCNv2", "id", "dcnv2", grid=ID_GRID, family="DCNv2")
     rows = [
-        baseline,
+        Row("DCNv2", "id", "dcnv2", grid=ID_GRID, family="DCNv2"),
         Row("DeepFM", "id", "deepfm", grid=ID_GRID),
         Row("AutoInt", "id", "autoint", grid=ID_GRID),
         *[
@@ -626,6 +625,39 @@ def pretraining_table(suite: Suite) -> str:
     return "\n".join(lines)
 
 
+def pretraining_history(folder: Path) -> list[dict]:
+    """The log history of a pretraining: the final folder's trainer_state.json, else the last checkpoint's."""
+    final = folder / "trainer_state.json"
+    checkpoints = list(epoch_checkpoints(folder).values())
+    source = final if final.is_file() else (checkpoints[-1] / "trainer_state.json" if checkpoints else None)
+    return json.loads(source.read_text())["log_history"] if source else []
+
+
+def diagnostics_table(suite: Suite, key: str) -> str:
+    """Per epoch of pretraining `key`: the mean training ICL / MLM / MTM losses, the validation losses at the
+    epoch's end, the mean gradient norm each loss sent into the tabular tower and the ID-embedding norm at the end."""
+    history = pretraining_history(pretraining_dir(suite, key))
+    losses = ("icl", "mlm", "mtm")
+    header = (
+        "| epoch | train ICL / MLM / MTM | val ICL / MLM / MTM | grad norm into the tabular tower: ICL / MLM / MTM"
+    )
+    lines = [header + " | ICL : MLM : MTM gradient | ID-embedding norm |", "|---|---|---|---|---|---|"]
+    for evaluation in (entry for entry in history if "eval_loss" in entry):
+        epoch = evaluation["epoch"]
+        window = [e for e in history if "loss" in e and epoch - 1 < e["epoch"] <= epoch + 1e-9]
+        if not window:
+            continue
+        train = " / ".join(f"{np.mean([e[f'{n}_loss'] for e in window if f'{n}_loss' in e]):.3f}" for n in losses)
+        val = " / ".join(f"{evaluation.get(f'eval_{n}_loss', float('nan')):.3f}" for n in losses)
+        grads = [np.mean([e.get(f"tabular_grad_norm_{n}", np.nan) for e in window]) for n in losses]
+        ratio = " : ".join(f"{g / grads[1]:.0f}" if n != "mlm" else "1" for n, g in zip(losses, grads))
+        lines.append(
+            f"| {epoch:g} | {train} | {val} | {' / '.join(f'{g:.3g}' for g in grads)} | {ratio} "
+            f"| {window[-1].get('id_embedding_norm', float('nan')):.4f} |"
+        )
+    return "\n".join(lines)
+
+
 def replace_section(path: str, body: str, name: str = "quality") -> None:
     """Replace the text between the `<!-- {name}:start -->` / `<!-- {name}:end -->` markers of `path` (append the
     marked section when missing)."""
@@ -674,6 +706,8 @@ def main(argv: list[str] | None = None) -> None:
             + grid_table(suite)
             + "\n\nPretraining runs:\n\n"
             + pretraining_table(suite)
+            + "\n\nWhat the `ref10` pretraining logged, per epoch (diagnostics, `FlipTrainer`):\n\n"
+            + diagnostics_table(suite, "ref10")
         )
         print(tables)
         if args.write_results:

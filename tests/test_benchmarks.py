@@ -143,9 +143,12 @@ def test_bundle_round_trip_and_quality_runner(data, setup, tmp_path):
             "2",
             "--batch_size",
             "8",
+            "--seeds",
+            "0,1",
         ]
     )
-    assert [r["row"] for r in records] == ["DCNv2", "FLIP pretraining", "FLIP (joint)"]
+    assert [r["row"] for r in records] == ["FLIP pretraining", "FLIP_ID", "DCNv2", "FLIP_ID", "DCNv2"]
+    assert [r.get("seed") for r in records[1:]] == [0, 0, 1, 1]
     # the smoke bundle's test split is its train split: 2 steps already rank it (0.98; ~0.5 at learning rate 0)
     assert all(r["test_auc"] > 0.9 for r in records if "test_auc" in r)
 

@@ -68,6 +68,9 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     assert "FLIP_ID-DCNv2" not in quality.load_cells(suite) and "FLIP_ID-DCNv2 [epoch 1]" in quality.load_cells(suite)
     assert quality.run_pretraining(suite, suite.pretrainings["flip"]) == pretrained  # resumed to the end
     assert sorted(quality.epoch_checkpoints(pretrained)) == [1, 2] and quality.pretraining_finished(pretrained)
+    diagnostics = [line.split(" | ") for line in quality.diagnostics_table(suite, "flip").splitlines()[2:]]
+    assert [row[0] for row in diagnostics] == ["| 1", "| 2"]  # one line per epoch, from the logged gradient norms
+    assert all(min(float(value) for value in row[3].split(" / ")) > 0 for row in diagnostics)
     assert quality.run_rows(suite) == []
     cells = quality.load_cells(suite)
     counts = {name: {label: len(records) for label, records in points.items()} for name, points in cells.items()}
