@@ -149,6 +149,12 @@ class Suite:
 
 MINILM_2 = TextModel("minilm", num_layers=2)
 MEAN_POOLING = flags("--text_pooling mean")
+# FLIP_PLM and FLIP (joint) on the reference recipe (finetune_full.yaml's text / joint note): AdamW 5e-5 for
+# everything, weight decay 1e-3, batch 128, up to 25 epochs (early stopping, patience 3); the joint model adds L2 1e-4
+# on the ID tables. alpha starts at the reference's 0 (the text logit alone) and moves ~5e-5 per Adam step, so the
+# joint grid adds the named deviation `alpha init 0.5`, kept only if it wins on validation.
+TEXT_RECIPE = flags("--learning_rate 5e-5 --weight_decay 1e-3 --per_device_train_batch_size 128 --num_train_epochs 25")
+JOINT_GRID = (REFERENCE, GridPoint("alpha init 0.5", flags("--joint_alpha_init 0.5")))
 
 
 def default_suite(output_dir: str = "outputs/quality") -> Suite:
@@ -157,6 +163,7 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
     - issue #13: the ID-only baselines; FLIP_ID from the 10-epoch pretraining `ref10` at epochs 1, 3 and 10 (the
       curve); the loss ablations, each its own 10-epoch-schedule pretraining compared at epoch 3 with `ref10`'s
       epoch 3 (`quality.py pretrain --keys ref10_no_icl --until_epoch 3` stops there; rerun without it to go on);
+      FLIP_PLM and FLIP (joint) from `ref10`'s final model (hours per cell on a CPU: meant for a GPU);
     - issue #14: label efficiency (5 / 10 / 25% of the train labels, seeded random subsets shared by both models,
       and 10% oldest rows) for DCNv2 and FLIP_ID, and the random split (`rand10`: a pretraining on its train rows).
     """
@@ -210,6 +217,14 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
         ],
         *label_rows("DCNv2"),
         *label_rows("FLIP_ID-DCNv2", pretraining="ref10", pretraining_epoch=label_epoch),
+        Row("FLIP_PLM [ref10]", "text", pretraining="ref10", args=TEXT_RECIPE),
+        Row(
+            "FLIP [ref10]",
+            "joint",
+            pretraining="ref10",
+            args=(*TEXT_RECIPE, *flags("--embedding_l2 1e-4")),
+            grid=JOINT_GRID,
+        ),
         Row("DCNv2 (random split)", "id", grid=ID_GRID, split="random"),
         *[flip_id(epoch, key="rand10", grid=ID_GRID, split="random") for epoch in (1, 10)],
     ]
