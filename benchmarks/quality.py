@@ -217,6 +217,14 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
         ],
         *label_rows("DCNv2"),
         *label_rows("FLIP_ID-DCNv2", pretraining="ref10", pretraining_epoch=label_epoch),
+        Row(  # an early look at 10% of the labels while ref10 runs (not on the curve, which uses epoch 10)
+            "FLIP_ID-DCNv2 [ref10 epoch 1] @ 10% labels (random)",
+            "id",
+            pretraining="ref10",
+            pretraining_epoch=1,
+            train_fraction=0.1,
+            grid=ID_GRID,
+        ),
         Row("FLIP_PLM [ref10]", "text", pretraining="ref10", args=TEXT_RECIPE),
         Row(
             "FLIP [ref10]",
