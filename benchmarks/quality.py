@@ -6,7 +6,7 @@ cached per cell, aggregated into Markdown tables.
     python benchmarks/quality.py run --rows DCNv2,DeepFM      # ID-only baselines: every grid point x 3 seeds
     python benchmarks/quality.py run --rows "FLIP_ID-DCNv2 [ref10 epoch 1]"   # once that epoch's checkpoint exists
     python benchmarks/quality.py table --write_results benchmarks/RESULTS.md \
-        --notes benchmarks/quality_configs/results_notes.md
+        --notes benchmarks/quality_configs/results_notes.md --write_readme README.md
 
 Pretrainings run only through `pretrain`, never implicitly: they take hours on a CPU, checkpoint every epoch and
 resume where they stopped (a session's end kills its processes). A finetuning cell whose pretraining (or the epoch
@@ -609,6 +609,36 @@ def markdown_table(suite: Suite) -> str:
     return "\n".join(lines)
 
 
+def model_name(row: Row) -> str | None:
+    """The model a main-view row measures (time split, every train label, the full pretraining recipe): FLIP_ID,
+    FLIP_PLM, FLIP or the baseline's own name; None for the rows of the other views and for the ablations."""
+    if row.split != "time" or row.train_fraction is not None or (row.pretraining or "").startswith("ref10_no_"):
+        return None
+    if row.pretraining is None:
+        return row.name
+    return {"id": f"FLIP_ID ({row.backbone})", "text": "FLIP_PLM", "joint": "FLIP (joint)"}[row.mode]
+
+
+def readme_table(suite: Suite) -> str:
+    """The README's short table: per model, its row with the best mean validation AUC (e.g. the FLIP_ID epoch)."""
+    summaries = {name: summarize(records) for name, records in selected_cells(suite).items()}
+    best: dict[str, str] = {}
+    for name, s in summaries.items():
+        model = model_name(suite.row(name))
+        if model and (model not in best or s["val_auc"] > summaries[best[model]]["val_auc"]):
+            best[model] = name
+    base = summaries.get(BASE_ROW)
+    lines = ["| model | row (chosen on validation) | test AUC | RelaImpr vs DCNv2 | vs DCNv2 (2-std rule) | seeds |"]
+    lines.append("|---|---|---|---|---|---|")
+    for model, name in best.items():
+        s = summaries[name]
+        rel = f"{rela_impr(s['auc'][0], base['auc'][0]):+.2f}%" if base else "n/a"
+        vs = "(base)" if name == BASE_ROW else verdict(s, base) if base else "n/a"
+        row = f"{name}, {s['grid_point']}"
+        lines.append(f"| {model} | {row} | {s['auc'][0]:.4f} ± {s['auc'][1]:.4f} | {rel} | {vs} | {s['seeds']} |")
+    return "\n".join(lines)
+
+
 def grid_table(suite: Suite) -> str:
     """Every grid point of every row: mean validation AUC (the selection criterion) and the seeds done."""
     cells = load_cells(suite)
@@ -708,6 +738,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default=None, help="run: comma-separated seeds (default: each row's seeds)")
     parser.add_argument("--write_results", default=None, help="table: also write the tables into this file")
     parser.add_argument("--notes", default=None, help="Markdown around the tables ({{TABLES}} marks where they go)")
+    parser.add_argument("--write_readme", default=None, help="table: also write the short table into this README")
     args = parser.parse_args(argv)
     suite = default_suite(args.output_dir)
     if args.command == "list":
@@ -736,6 +767,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.write_results:
             notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
             replace_section(args.write_results, notes.replace("{{TABLES}}", tables) if notes else tables)
+        if args.write_readme:
+            replace_section(args.write_readme, readme_table(suite), name="quality-summary")
 
 
 if __name__ == "__main__":

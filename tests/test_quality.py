@@ -152,6 +152,34 @@ def test_grid_point_is_chosen_on_validation_never_on_test(quality, tmp_path):
     assert "| a |" in quality.markdown_table(suite) and "0.7150 (2)" in quality.grid_table(suite)
 
 
+def test_readme_table_keeps_one_row_per_model_chosen_on_validation(quality, tmp_path):
+    """Per model, the README shows the row with the best mean validation AUC (here FLIP_ID's epoch 2, whose test AUC
+    is the lower one); the ablation and label-fraction rows belong to other views and stay out."""
+    rows = [
+        quality.Row("DCNv2", "id"),
+        quality.Row("FLIP_ID e1", "id", pretraining="ref10", pretraining_epoch=1),
+        quality.Row("FLIP_ID e2", "id", pretraining="ref10", pretraining_epoch=2),
+        quality.Row("FLIP_ID w/o ICL", "id", pretraining="ref10_no_icl", pretraining_epoch=3),
+        quality.Row("FLIP_ID @ 10%", "id", pretraining="ref10", train_fraction=0.1),
+        quality.Row("FLIP", "joint", pretraining="ref10"),
+    ]
+    suite = quality.Suite("d", "t", str(tmp_path), rows)
+    values = {"DCNv2": (0.70, 0.71), "FLIP_ID e1": (0.70, 0.75), "FLIP_ID e2": (0.71, 0.72)}
+    values |= {"FLIP_ID w/o ICL": (0.80, 0.80), "FLIP_ID @ 10%": (0.90, 0.90), "FLIP": (0.69, 0.70)}
+    for row in rows:
+        for seed in row.seeds:
+            val_auc, test_auc = values[row.name]
+            record = {"row": row.name, "grid_point": "reference", "seed": seed, "validation_auc": val_auc}
+            record |= {"test_auc": test_auc + 0.001 * seed, "test_logloss": 0.6, "test_rows": 10, "wall_time_s": 1}
+            path = quality.cell_path(suite, row, quality.REFERENCE, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**record, "epoch": 1, "pretraining": None, "hardware": "cpu"}))
+    lines = quality.readme_table(suite).splitlines()[2:]
+    assert [line.split(" | ")[0] for line in lines] == ["| DCNv2", "| FLIP_ID (dcnv2)", "| FLIP (joint)"]
+    assert lines[1].split(" | ")[1] == "FLIP_ID e2, reference" and "0.7210 ± 0.0010" in lines[1]
+    assert "beats" in lines[1] and "below" in lines[2]
+
+
 def test_verdict_two_std_rule(quality):
     base = {"auc": (0.712, 0.002), "seeds": 3}
     assert quality.verdict({"auc": (0.715, 0.001), "seeds": 3}, base).startswith("tie")

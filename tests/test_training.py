@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,18 @@ def test_text_learning_rate_is_the_text_towers_param_group(tiny_text_config, tmp
             assert group["weight_decay"] == (0.1 if name in decay else 0.0), name
     assert sorted(grouped) == sorted(name for name, param in model.named_parameters() if param.requires_grad)
     assert any(name.startswith("flip.text_model.") for name in grouped) and "alpha" in grouped
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_cpu_bf16_warns_only_where_it_is_emulated(native, monkeypatch, tmp_path):
+    from training import arguments
+
+    monkeypatch.setattr(arguments, "cpu_has_native_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arguments.FlipTrainingArguments(output_dir=str(tmp_path), use_cpu=True, bf16=True)
+    emulated = [w for w in caught if "without native bf16" in str(w.message)]
+    assert len(emulated) == (0 if native else 1)
 
 
 def test_resume_matches_an_uninterrupted_run(common_args, tmp_path):

@@ -239,6 +239,8 @@ class FlipTrainingArguments(TrainingArguments):
         require_trackers(self.report_to)
         if self.use_cpu or not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinned memory only helps copies to an accelerator
+            if self.bf16:
+                warn_if_cpu_bf16_is_emulated()
         warn_if_one_process_of_several(self.world_size)
 
     def checkpoint_to_resume(self) -> str | bool | None:
@@ -246,6 +248,23 @@ class FlipTrainingArguments(TrainingArguments):
         complete checkpoint in `output_dir`)."""
         value = self.resume_from_checkpoint
         return True if isinstance(value, str) and value.lower() in ("true", "last") else value
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN finds bf16 instructions (AVX512-BF16 / AMX) on this CPU."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def warn_if_cpu_bf16_is_emulated() -> None:
+    """Warn when `--bf16` runs on a CPU without native bf16: autocast is emulated there, measured 8x slower than
+    fp32 on an AVX2 EPYC (benchmarks/RESULTS.md)."""
+    if not cpu_has_native_bf16():
+        warnings.warn(
+            f"--bf16 on a CPU without native bf16 (torch CPU capability {torch.backends.cpu.get_cpu_capability()}): "
+            "autocast is emulated and several times slower than fp32 here; drop --bf16 on this machine (it pays on "
+            "CPUs with AVX512-BF16 or AMX)",
+            stacklevel=2,
+        )
 
 
 def warn_if_one_process_of_several(world_size: int) -> None:
