@@ -711,6 +711,48 @@ def diagnostics_table(suite: Suite, key: str) -> str:
     return "\n".join(lines)
 
 
+def tower_drift(pretrained: Path, finetuned: Path) -> dict[str, float]:
+    """How much of a pretrained tabular tower survives finetuning: the mean row norm of the ID-embedding table
+    before / after, and the cosine between the pretrained and the finetuned values of the embedding table and of
+    the rest of the tabular tower (each flattened into one vector)."""
+    from safetensors.torch import load_file
+
+    before = load_file(str(pretrained / "model.safetensors"))
+    after = load_file(str(finetuned / "model.safetensors"))
+    table = "flip.tabular_model.embeddings.weight"
+    rest = [name for name in after if name.startswith("flip.tabular_model.") and name != table and name in before]
+
+    def cosine(names: list[str]) -> float:
+        a, b = (
+            np.concatenate([weights[name].float().numpy().ravel() for name in names]) for weights in (before, after)
+        )
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    norms = [float(np.linalg.norm(weights[table].float().numpy(), axis=1).mean()) for weights in (before, after)]
+    return {"norm_before": norms[0], "norm_after": norms[1], "cos_table": cosine([table]), "cos_rest": cosine(rest)}
+
+
+def drift_table(suite: Suite) -> str:
+    """Per FLIP_ID row (its chosen grid point, mean over seeds): `tower_drift` of its finetuned runs."""
+    header = "| row | ID-embedding row norm: pretrained -> finetuned | cosine(pretrained, finetuned): embedding table"
+    lines = [header + " | cosine: rest of the tabular tower | seeds |", "|---|---|---|---|---|"]
+    for name, records in selected_cells(suite).items():
+        row = suite.row(name)
+        if row.mode != "id" or not row.pretraining:
+            continue
+        point = next(point for point in row.grid if point.label == records[0]["grid_point"])
+        drifts = [
+            tower_drift(Path(r["pretraining"]["checkpoint"]), Path(run_dir(suite, row, point, r["seed"])))
+            for r in records
+        ]
+        mean = {key: np.mean([d[key] for d in drifts]) for key in drifts[0]}
+        lines.append(
+            f"| {name} | {mean['norm_before']:.4f} -> {mean['norm_after']:.4f} | {mean['cos_table']:.3f} "
+            f"| {mean['cos_rest']:.3f} | {len(drifts)} |"
+        )
+    return "\n".join(lines)
+
+
 def replace_section(path: str, body: str, name: str = "quality") -> None:
     """Replace the text between the `<!-- {name}:start -->` / `<!-- {name}:end -->` markers of `path` (append the
     marked section when missing)."""
@@ -762,6 +804,8 @@ def main(argv: list[str] | None = None) -> None:
             + pretraining_table(suite)
             + "\n\nWhat the `ref10` pretraining logged, per epoch (diagnostics, `FlipTrainer`):\n\n"
             + diagnostics_table(suite, "ref10")
+            + "\n\nHow much of the pretrained tabular tower survives FLIP_ID finetuning (`tower_drift`):\n\n"
+            + drift_table(suite)
         )
         print(tables)
         if args.write_results:

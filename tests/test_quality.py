@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from training.ctr_metrics import auc
 
@@ -71,6 +72,8 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     diagnostics = [line.split(" | ") for line in quality.diagnostics_table(suite, "flip").splitlines()[2:]]
     assert [row[0] for row in diagnostics] == ["| 1", "| 2"]  # one line per epoch, from the logged gradient norms
     assert all(min(float(value) for value in row[3].split(" / ")) > 0 for row in diagnostics)
+    drift = [line.split(" | ") for line in quality.drift_table(suite).splitlines()[2:]]
+    assert drift and all(-1 <= float(row[2]) <= 1 and -1 <= float(row[3]) <= 1 for row in drift)
     assert quality.run_rows(suite) == []
     cells = quality.load_cells(suite)
     counts = {name: {label: len(records) for label, records in points.items()} for name, points in cells.items()}
@@ -185,3 +188,17 @@ def test_verdict_two_std_rule(quality):
     assert quality.verdict({"auc": (0.715, 0.001), "seeds": 3}, base).startswith("tie")
     assert quality.verdict({"auc": (0.720, 0.001), "seeds": 3}, base).startswith("beats")
     assert quality.verdict({"auc": (0.700, 0.001), "seeds": 3}, base).startswith("below")
+
+
+def test_tower_drift_measures_what_survives_finetuning(quality, tmp_path):
+    """Known tensors: the table's rows double and turn 90 degrees (cosine 0), the rest of the tower is unchanged."""
+    from safetensors.torch import save_file
+
+    table, rest = "flip.tabular_model.embeddings.weight", "flip.tabular_model.backbone.logit.weight"
+    before = {table: torch.tensor([[3.0, 0.0], [0.0, 4.0]]), rest: torch.tensor([[1.0, 2.0]])}
+    after = {table: torch.tensor([[0.0, 6.0], [8.0, 0.0]]), rest: torch.tensor([[2.0, 4.0]])}
+    for name, weights in (("pre", before), ("ft", after)):
+        (tmp_path / name).mkdir()
+        save_file(weights, str(tmp_path / name / "model.safetensors"))
+    drift = quality.tower_drift(tmp_path / "pre", tmp_path / "ft")
+    assert drift == pytest.approx({"norm_before": 3.5, "norm_after": 7.0, "cos_table": 0.0, "cos_rest": 1.0})
