@@ -233,7 +233,7 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
         ),
         Row("FLIP_PLM [ref10]", "text", pretraining="ref10", args=TEXT_RECIPE),
         Row(
-            "FLIP [ref10]",
+            "FLIP (joint) [ref10]",
             "joint",
             pretraining="ref10",
             args=(*TEXT_RECIPE, *flags("--embedding_l2 1e-4")),

@@ -183,7 +183,7 @@ def views_markdown(suite: quality.Suite) -> str:
     return (
         "### Frequency slices of the test split (time split)\n\n"
         + slices
-        + "\n\n### Label efficiency (time split; FLIP_ID from `ref10` epoch 10)\n\n"
+        + "\n\n### Label efficiency (time split; FLIP_ID from `ref10` epoch 10; an early curve from its epoch 1)\n\n"
         + label_efficiency_table(suite)
         + "\n\n### Random 80/10/10 split of rows (seed 0)\n\n"
         + random_split_table(suite)

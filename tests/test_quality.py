@@ -202,3 +202,14 @@ def test_tower_drift_measures_what_survives_finetuning(quality, tmp_path):
         save_file(weights, str(tmp_path / name / "model.safetensors"))
     drift = quality.tower_drift(tmp_path / "pre", tmp_path / "ft")
     assert drift == pytest.approx({"norm_before": 3.5, "norm_after": 7.0, "cos_table": 0.0, "cos_rest": 1.0})
+
+
+def test_views_name_rows_of_the_default_suite(quality, views):
+    """A renamed row would silently drop out of the slice and random-split views."""
+    names = {row.name for row in quality.default_suite().rows}
+    assert set(views.SLICE_ROWS) <= names and views.RANDOM_SPLIT_BASE in names
+    assert {quality.model_name(quality.default_suite().row(name)) for name in views.SLICE_ROWS[1:]} == {
+        "FLIP_ID (dcnv2)",
+        "FLIP_PLM",
+        "FLIP (joint)",
+    }
