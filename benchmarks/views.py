@@ -153,7 +153,13 @@ def plot_label_efficiency(suite: quality.Suite, path: Path) -> bool:
     return True
 
 
-SLICE_ROWS = ("DCNv2", "FLIP_ID-DCNv2 [ref10 epoch 10]", "FLIP_PLM [ref10]", "FLIP (joint) [ref10]")
+SLICE_ROWS = (
+    "DCNv2",
+    "FLIP_ID-DCNv2 [ref10 epoch 1]",
+    "FLIP_ID-DCNv2 [ref10 epoch 10]",
+    "FLIP_PLM [ref10]",
+    "FLIP (joint) [ref10]",
+)
 RANDOM_SPLIT_BASE = "DCNv2 (random split)"
 
 
