@@ -96,7 +96,9 @@ def plot_pretraining_curve(suite: quality.Suite, path: Path, key: str = CURVE_PR
         ax.scatter(np.full(len(values), epoch + 0.08), values, s=12, color="C1", zorder=3)
     ax.set_xlabel(f"pretraining epochs (`{key}`: reference recipe, 2-layer MiniLM, batch 256)")
     ax.set_ylabel("test AUC")
-    ax.set_xticks(epochs)
+    planned = sorted({row.pretraining_epoch for row in suite.rows if row.pretraining == key and row.pretraining_epoch})
+    ax.set_xticks(planned)  # the whole planned curve, so that a first point is not drawn alone at the edge
+    ax.set_xlim(0, max(planned) + 0.5)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("FLIP_ID vs DCNv2 as FLIP pretraining goes on (movielens-100k, time split)", fontsize=10)

@@ -593,8 +593,10 @@ def describe_start(row: Row, summary: dict) -> str:
 
 
 def markdown_table(suite: Suite) -> str:
-    """The quality table of the rows whose chosen grid point has every seed (RelaImpr and verdict vs DCNv2)."""
-    summaries = {name: summarize(records) for name, records in selected_cells(suite).items()}
+    """The quality table of the main-view rows whose chosen grid point has every seed (RelaImpr and verdict vs
+    DCNv2); the label-fraction and random-split rows are compared in their views (`views.py`)."""
+    cells = selected_cells(suite)
+    summaries = {name: summarize(records) for name, records in cells.items() if in_main_view(suite.row(name))}
     base = summaries.get(BASE_ROW)
     header = (
         "| model | PLM | pretraining | grid point (chosen on val) | test AUC | test LogLoss | val AUC "
@@ -615,10 +617,15 @@ def markdown_table(suite: Suite) -> str:
     return "\n".join(lines)
 
 
+def in_main_view(row: Row) -> bool:
+    """Time split and every train label: the main table's rows (label fractions and the random split are views)."""
+    return row.split == "time" and row.train_fraction is None
+
+
 def model_name(row: Row) -> str | None:
-    """The model a main-view row measures (time split, every train label, the full pretraining recipe): FLIP_ID,
-    FLIP_PLM, FLIP or the baseline's own name; None for the rows of the other views and for the ablations."""
-    if row.split != "time" or row.train_fraction is not None or (row.pretraining or "").startswith("ref10_no_"):
+    """The model a main-view row measures with the full pretraining recipe: FLIP_ID, FLIP_PLM, FLIP or the
+    baseline's own name; None for the rows of the other views and for the ablations."""
+    if not in_main_view(row) or (row.pretraining or "").startswith("ref10_no_"):
         return None
     if row.pretraining is None:
         return row.name

@@ -115,8 +115,8 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
 
     table_md = quality.markdown_table(suite)
     lines = table_md.splitlines()
-    assert len(lines) == 2 + 5 and "(base)" in lines[2] and "+0.00%" in lines[2]
-    assert "1 seed" in lines[6] and "`flip` epoch 1 (step" in lines[4]
+    assert len(lines) == 2 + 4 and "(base)" in lines[2] and "+0.00%" in lines[2]  # "@ 50%" is a view's row
+    assert "1 seed" in lines[5] and "`flip` epoch 1 (step" in lines[3] and "@ 50%" not in table_md
 
     slices = views.frequency_slices(quality.prepared_data(suite), "movie_id")
     labels, probs = views.test_scores(suite, quality.selected_cells(suite)["DCNv2"])
@@ -155,6 +155,32 @@ def test_grid_point_is_chosen_on_validation_never_on_test(quality, tmp_path):
     assert "| a |" in quality.markdown_table(suite) and "0.7150 (2)" in quality.grid_table(suite)
 
 
+def write_reference_cells(quality, suite, values: dict[str, tuple[float, float]]) -> None:
+    """Cell records at the reference grid point: row name -> (validation AUC, test AUC of seed 0; +0.001 per seed)."""
+    for row in suite.rows:
+        for seed in row.seeds:
+            val_auc, test_auc = values[row.name]
+            record = {"row": row.name, "grid_point": "reference", "seed": seed, "validation_auc": val_auc}
+            record |= {"test_auc": test_auc + 0.001 * seed, "test_logloss": 0.6, "test_rows": 10, "wall_time_s": 1}
+            path = quality.cell_path(suite, row, quality.REFERENCE, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**record, "epoch": 1, "pretraining": None, "hardware": "cpu"}))
+
+
+def test_label_efficiency_compares_flip_id_with_dcnv2_at_the_same_fraction(quality, views, tmp_path):
+    rows = [
+        quality.Row("DCNv2", "id", family="DCNv2"),
+        quality.Row("DCNv2 @ 10%", "id", train_fraction=0.1, family="DCNv2"),
+        quality.Row("FLIP_ID @ 10%", "id", pretraining="p", train_fraction=0.1, family="FLIP_ID-DCNv2"),
+    ]
+    suite = quality.Suite("d", "t", str(tmp_path), rows)
+    write_reference_cells(
+        quality, suite, {"DCNv2": (0.7, 0.71), "DCNv2 @ 10%": (0.6, 0.65), "FLIP_ID @ 10%": (0.6, 0.67)}
+    )
+    flip_line = views.label_efficiency_table(suite).splitlines()[3]
+    assert flip_line == "| FLIP_ID-DCNv2 | 0.6710 ± 0.0010 (3); vs DCNv2: beats (+0.0200, 2 std = 0.0020) | - |"
+
+
 def test_readme_table_keeps_one_row_per_model_chosen_on_validation(quality, tmp_path):
     """Per model, the README shows the row with the best mean validation AUC (here FLIP_ID's epoch 2, whose test AUC
     is the lower one); the ablation and label-fraction rows belong to other views and stay out."""
@@ -169,14 +195,7 @@ def test_readme_table_keeps_one_row_per_model_chosen_on_validation(quality, tmp_
     suite = quality.Suite("d", "t", str(tmp_path), rows)
     values = {"DCNv2": (0.70, 0.71), "FLIP_ID e1": (0.70, 0.75), "FLIP_ID e2": (0.71, 0.72)}
     values |= {"FLIP_ID w/o ICL": (0.80, 0.80), "FLIP_ID @ 10%": (0.90, 0.90), "FLIP": (0.69, 0.70)}
-    for row in rows:
-        for seed in row.seeds:
-            val_auc, test_auc = values[row.name]
-            record = {"row": row.name, "grid_point": "reference", "seed": seed, "validation_auc": val_auc}
-            record |= {"test_auc": test_auc + 0.001 * seed, "test_logloss": 0.6, "test_rows": 10, "wall_time_s": 1}
-            path = quality.cell_path(suite, row, quality.REFERENCE, seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({**record, "epoch": 1, "pretraining": None, "hardware": "cpu"}))
+    write_reference_cells(quality, suite, values)
     lines = quality.readme_table(suite).splitlines()[2:]
     assert [line.split(" | ")[0] for line in lines] == ["| DCNv2", "| FLIP_ID (dcnv2)", "| FLIP (joint)"]
     assert lines[1].split(" | ")[1] == "FLIP_ID e2, reference" and "0.7210 ± 0.0010" in lines[1]
