@@ -157,9 +157,11 @@ def test_lora_keeps_base_text_weights_and_merges(pretrained, common_args, table,
     assert record["test_auc"] == pytest.approx(results["test"]["test_auc"], abs=1e-6)
 
 
-def test_text_learning_rate_is_the_text_towers_param_group(tiny_text_config, tmp_path):
-    """`text_learning_rate`: every trainable text-tower parameter, and only those, trains at that rate, the others
-    at `learning_rate`; each group keeps its weight decay (none on biases and LayerNorms)."""
+@pytest.mark.parametrize("embedding_lr", [None, 1e-4])
+def test_text_and_embedding_learning_rates_are_their_param_groups(tiny_text_config, tmp_path, embedding_lr):
+    """`text_learning_rate`: every trainable text-tower parameter, and only those, trains at that rate;
+    `embedding_learning_rate`: the two ID tables (embeddings, first-order weights), and only those; the others at
+    `learning_rate`; each group keeps its weight decay (none on biases and LayerNorms)."""
     from tests.test_modeling_flip import FlipModelTester
     from training.arguments import FlipTrainingArguments
     from training.trainer import FlipTrainer
@@ -167,18 +169,26 @@ def test_text_learning_rate_is_the_text_towers_param_group(tiny_text_config, tmp
     model = FlipForCTR(FlipModelTester(tiny_text_config).get_config(ctr_mode="joint"))
     no_evaluation = {"eval_strategy": "no", "load_best_model_at_end": False}
     args = FlipTrainingArguments(
-        str(tmp_path), learning_rate=1e-3, text_learning_rate=1e-5, weight_decay=0.1, **no_evaluation
+        str(tmp_path),
+        learning_rate=1e-3,
+        text_learning_rate=1e-5,
+        embedding_learning_rate=embedding_lr,
+        weight_decay=0.1,
+        **no_evaluation,
     )
     trainer = FlipTrainer(model=model, args=args)
     decay, names = set(trainer.get_decay_parameter_names(model)), {id(p): n for n, p in model.named_parameters()}
+    tables = {"flip.tabular_model.embeddings.weight", "flip.tabular_model.linear.weight"}
     grouped = []
     for group in trainer.create_optimizer().param_groups:
         for name in (names[id(param)] for param in group["params"]):
             grouped.append(name)
-            assert group["lr"] == (1e-5 if name.startswith("flip.text_model.") else 1e-3), name
+            expected = 1e-5 if name.startswith("flip.text_model.") else embedding_lr if name in tables else None
+            assert group["lr"] == (expected or 1e-3), name
             assert group["weight_decay"] == (0.1 if name in decay else 0.0), name
     assert sorted(grouped) == sorted(name for name, param in model.named_parameters() if param.requires_grad)
     assert any(name.startswith("flip.text_model.") for name in grouped) and "alpha" in grouped
+    assert tables <= set(grouped)
 
 
 @pytest.mark.parametrize("native", [False, True])

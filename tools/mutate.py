@@ -34,7 +34,7 @@ MODEL = ("tests/test_tabular_tower.py", "tests/test_modeling_flip.py")
 COLLATOR = ("tests/test_collators.py",)
 RESUME = ("tests/test_reliability.py::test_crash_at_a_random_step_then_resume_equals_an_uninterrupted_run[pretrain]",)
 DISTRIBUTED = ("tests/test_distributed.py",)
-TRAINER = ("tests/test_training.py::test_text_learning_rate_is_the_text_towers_param_group",)
+TRAINER = ("tests/test_training.py::test_text_and_embedding_learning_rates_are_their_param_groups",)
 MODELING, BACKBONES, COLLATORS = (
     "modeling_flip/modeling_flip.py",
     "modeling_flip/tabular_backbones.py",
@@ -350,8 +350,16 @@ MUTATIONS = [
         "text-lr-on-the-other-group",
         "text_learning_rate applied to the non-text parameters",
         "training/trainer.py",
-        '**({"lr": text_lr} if is_text else {})',
-        '**({"lr": text_lr} if not is_text else {})',
+        'if TEXT_TOWER_NAME in name.split("."):',
+        'if TEXT_TOWER_NAME not in name.split("."):',
+        TRAINER,
+    ),
+    one(
+        "embedding-lr-on-one-table",
+        "embedding_learning_rate applied to the embedding table only, not the first-order table",
+        "training/trainer.py",
+        'ID_TABLE_NAMES = ("tabular_model.embeddings.weight", "tabular_model.linear.weight")',
+        'ID_TABLE_NAMES = ("tabular_model.embeddings.weight",)',
         TRAINER,
     ),
 ]

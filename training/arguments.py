@@ -179,7 +179,8 @@ class FlipTrainingArguments(TrainingArguments):
     reference's FLIP_ID recipe: `learning_rate=1e-3` constant (`lr_scheduler_type="constant"`),
     `per_device_train_batch_size=1024`, no gradient clipping (`max_grad_norm=0`), `logging_steps=50`,
     `ddp_find_unused_parameters=False` (every trainable parameter gets a gradient: `freeze_unused_parameters`).
-    New fields: `text_learning_rate` (separate PLM learning rate), `early_stopping_patience` (0 = off),
+    New fields: `text_learning_rate` (separate PLM learning rate), `embedding_learning_rate` (separate learning rate
+    of the ID tables), `early_stopping_patience` (0 = off),
     `max_train_minutes` (time budget: training stops, evaluates and saves once it is spent),
     `stop_after_epochs` (end this run after N epochs with the schedule of the whole run, to resume later),
     `log_tabular_gradients` (per-loss gradient norms into the tabular tower, see `FlipTrainer`).
@@ -209,6 +210,13 @@ class FlipTrainingArguments(TrainingArguments):
     )
     text_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the text tower (default: learning_rate)."}
+    )
+    embedding_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the ID tables (embedding and first-order tables of the tabular tower; default: "
+            "learning_rate). A lower one keeps more of a pretrained tower's embeddings in finetuning."
+        },
     )
     early_stopping_patience: int = field(
         default=3, metadata={"help": "Stop after N evaluations without improvement of the best metric (0 = off)."}

@@ -13,6 +13,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from processing.atomic_io import apply_umask
 
 TEXT_TOWER_NAME = "text_model"
+ID_TABLE_NAMES = ("tabular_model.embeddings.weight", "tabular_model.linear.weight")  # the L2-penalised ID tables
 
 
 class FlipTrainer(Trainer):
@@ -23,7 +24,8 @@ class FlipTrainer(Trainer):
       as detached device tensors and turned into Python floats only at logging time (no host sync per step),
       averaged over the logging window and over processes. Evaluations log them with their prefix (`eval_`, `test_`).
     - `args.text_learning_rate` (if set) gives the parameters of the text tower (`text_model`) their own learning
-      rate (an extra optimizer param group), the rest uses `args.learning_rate`.
+      rate, `args.embedding_learning_rate` (if set) the ID tables (embedding and first-order tables); each is an
+      extra optimizer param group, the rest uses `args.learning_rate`.
     - Checkpoints are written under a temporary name and renamed once complete, so an interrupted save never
       leaves a `checkpoint-N` folder that `resume_from_checkpoint` would pick up half-written.
     - Every `logging_steps` steps (when `args.log_tabular_gradients`), the norm of the gradient that each weighted
@@ -89,28 +91,41 @@ class FlipTrainer(Trainer):
         return LengthGroupedSampler(batch_size, lengths=lengths)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        """Default optimizer; with `text_learning_rate`, text-tower params go into groups with that lr."""
-        text_lr = getattr(self.args, "text_learning_rate", None)
+        """Default optimizer; with `text_learning_rate` / `embedding_learning_rate`, the text tower's / the ID
+        tables' parameters go into groups with that lr."""
         opt_model = self.model if model is None else model
-        if self.optimizer is not None or text_lr is None:
+        if self.optimizer is not None or not self.has_own_learning_rates():
             return super().create_optimizer(model)
         decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        groups: dict[tuple[float | None, bool], list[nn.Parameter]] = {}
         for name, param in opt_model.named_parameters():
             if param.requires_grad:
-                is_text = TEXT_TOWER_NAME in name.split(".")
-                groups.setdefault((is_text, name in decay), []).append(param)
+                groups.setdefault((self.own_learning_rate(name), name in decay), []).append(param)
         param_groups = [
             {
                 "params": params,
                 "weight_decay": self.args.weight_decay if decayed else 0.0,
-                **({"lr": text_lr} if is_text else {}),
+                **({"lr": lr} if lr is not None else {}),
             }
-            for (is_text, decayed), params in sorted(groups.items())
+            for (lr, decayed), params in groups.items()
         ]
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
+
+    def has_own_learning_rates(self) -> bool:
+        """Whether some parameters get a learning rate other than `args.learning_rate`."""
+        return any(
+            getattr(self.args, key, None) is not None for key in ("text_learning_rate", "embedding_learning_rate")
+        )
+
+    def own_learning_rate(self, name: str) -> float | None:
+        """The learning rate of parameter `name` when it differs from `args.learning_rate` (None: the default)."""
+        if TEXT_TOWER_NAME in name.split("."):
+            return getattr(self.args, "text_learning_rate", None)
+        if name.endswith(ID_TABLE_NAMES):
+            return getattr(self.args, "embedding_learning_rate", None)
+        return None
 
     def _get_output_dir(self, trial) -> str:
         return self._staging_dir or super()._get_output_dir(trial)
