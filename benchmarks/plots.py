@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality
 
-from training.plots import draw_calibration, draw_roc
+from training.plots import draw_calibration, draw_roc, save_figure
 
 LOSSES = ("icl", "mlm", "mtm")
 CURVE_PRETRAINING = "ref10"
@@ -99,12 +99,8 @@ def plot_pretraining_curve(suite: quality.Suite, path: Path, key: str = CURVE_PR
     planned = sorted({row.pretraining_epoch for row in suite.rows if row.pretraining == key and row.pretraining_epoch})
     ax.set_xticks(planned)  # the whole planned curve, so that a first point is not drawn alone at the edge
     ax.set_xlim(0, max(planned) + 0.5)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     ax.set_title("FLIP_ID vs DCNv2 as FLIP pretraining goes on (movielens-100k, time split)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, dpi=130)
     return True
 
 
@@ -181,12 +177,7 @@ def plot_roc_calibration(suite: quality.Suite, path: Path, seed: int = 0) -> boo
         draw_calibration(cal_ax, data["labels"], data["probs"], name)
     roc_ax.set_title(f"ROC, test split, seed {seed}")
     cal_ax.set_title("calibration (10 quantile bins), test split")
-    for ax in (roc_ax, cal_ax):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, dpi=130)
     return True
 
 

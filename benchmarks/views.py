@@ -149,6 +149,8 @@ def plot_label_efficiency(suite: quality.Suite, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from training.plots import save_figure
+
     curves = label_efficiency(suite)
     if not curves:
         return False
@@ -161,12 +163,8 @@ def plot_label_efficiency(suite: quality.Suite, path: Path) -> bool:
     ax.set_xscale("log")
     ax.set_xlabel("fraction of the train labels used for finetuning (log scale)")
     ax.set_ylabel("test AUC")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     ax.set_title("label efficiency, movielens-100k time split (mean ± std over seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, str(path), dpi=130)
     return True
 
 

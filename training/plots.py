@@ -58,13 +58,14 @@ def draw_calibration(ax, labels: Sequence[float], probs: Sequence[float], name: 
     ax.set(xlabel="mean predicted click probability", ylabel="observed click rate")
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str, dpi: int = 110) -> str:
+    """Grid and legend (where there are labels) on every axis, tight layout, save to `path`, close the figure."""
     for ax in fig.axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -74,7 +75,7 @@ def plot_roc(labels, probs, path: str, title: str = "ROC") -> str:
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
     draw_roc(ax, labels, probs)
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_calibration(labels, probs, path: str, title: str = "calibration", n_bins: int = 10) -> str:
@@ -85,7 +86,7 @@ def plot_calibration(labels, probs, path: str, title: str = "calibration", n_bin
     hist_ax.hist(np.asarray(probs, dtype=float), bins=30, color="C1")
     hist_ax.set(xlabel="predicted click probability", ylabel="rows", title="predictions")
     hist_ax.tick_params(axis="x", labelrotation=30)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(log_history: list[dict], path: str) -> str | None:
@@ -104,7 +105,7 @@ def plot_training_curves(log_history: list[dict], path: str) -> str | None:
             ax.plot(*zip(*points), marker=".", label=key)
         ax.set(title=title, xlabel="step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def latest_log_history(folder: str) -> list[dict]:
