@@ -98,7 +98,8 @@ class TextModel:
 @dataclass(frozen=True)
 class Pretraining:
     """One FLIP pretraining run (`config` + `args`) on the train rows of `split`, shared by the finetuning rows that
-    name its key; `stop_after_epochs` ends a run early (its schedule still spans the config's epochs)."""
+    name its key; `stop_after_epochs` ends a run early (its schedule still spans the config's epochs);
+    `prompt_hidden_fields` leaves those fields out of its prompts (its own prepared data)."""
 
     key: str
     text_model: TextModel
@@ -107,6 +108,7 @@ class Pretraining:
     seed: int = 42
     config: str = PRETRAIN_CONFIG
     split: str = "time"
+    prompt_hidden_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,13 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
     - issue #13: the ID-only baselines; FLIP_ID from the 10-epoch pretraining `ref10` at epochs 1, 2, 3 and 10 (the
       curve); the loss ablations, each its own 10-epoch-schedule pretraining compared at epoch 3 with `ref10`'s
       epoch 3 (`quality.py pretrain --keys ref10_no_icl --until_epoch 3` stops there; rerun without it to go on);
-      FLIP_PLM and FLIP (joint) from `ref10`'s final model (hours per cell on a CPU: meant for a GPU);
+      FLIP_PLM and FLIP (joint) from `ref10`'s final model (hours per cell on a CPU: meant for a GPU); the named
+      deviation `ref10_hidden_ids` (prompts without the raw IDs) at epochs 1 and 3;
     - issue #14: label efficiency (5 / 10 / 25% of the train labels, seeded random subsets shared by both models,
-      and 10% oldest rows) for DCNv2 and FLIP_ID, and the random split (`rand10`: a pretraining on its train rows).
+      and 10% oldest rows) for DCNv2 and for FLIP_ID from `ref10` at epochs 1, 2 and 10 (the early curves are read
+      while `ref10` runs), and the random split (`rand10`: a pretraining on its train rows).
     """
-    time_epochs, label_epoch = (1, 2, 3, 10), 10
-    early_family = "FLIP_ID-DCNv2 [ref10 epoch 1]"
+    time_epochs, label_epochs = (1, 2, 3, 10), (1, 2, 10)
     pretrainings = {
         "ref10": Pretraining("ref10", MINILM_2, args=MEAN_POOLING),
         **{
@@ -181,10 +184,18 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
             for loss in ("icl", "mlm", "mtm")
         },
         "rand10": Pretraining("rand10", MINILM_2, args=MEAN_POOLING, split="random"),
+        # named deviation (issue #13, "what nobody has tried yet"): prompts without the raw IDs, so that ICL cannot
+        # match a row to its text by the digits of its user / movie id and zip code; judged on validation
+        "ref10_hidden_ids": Pretraining(
+            "ref10_hidden_ids", MINILM_2, args=MEAN_POOLING, prompt_hidden_fields=("user_id", "movie_id", "zip_code")
+        ),
     }
 
+    def flip_id_name(epoch: int, key: str = "ref10") -> str:
+        return f"FLIP_ID-DCNv2 [{key} epoch {epoch}]"
+
     def flip_id(epoch: int, key: str = "ref10", **kwargs) -> Row:
-        return Row(f"FLIP_ID-DCNv2 [{key} epoch {epoch}]", "id", pretraining=key, pretraining_epoch=epoch, **kwargs)
+        return Row(flip_id_name(epoch, key), "id", pretraining=key, pretraining_epoch=epoch, **kwargs)
 
     def label_rows(name: str, **kwargs) -> list[Row]:
         subsets = [(fraction, "random") for fraction in (0.05, 0.1, 0.25)] + [(0.1, "oldest")]
@@ -209,7 +220,7 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
             flip_id(
                 epoch,
                 grid=ID_GRID,
-                family=early_family if epoch == 1 else "FLIP_ID-DCNv2" if epoch == label_epoch else None,
+                family=flip_id_name(epoch) if epoch in label_epochs else None,
             )
             for epoch in time_epochs
         ],
@@ -224,16 +235,11 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
             for loss in ("icl", "mlm", "mtm")
         ],
         *label_rows("DCNv2"),
-        *label_rows("FLIP_ID-DCNv2", pretraining="ref10", pretraining_epoch=label_epoch),
-        Row(  # an early look at 10% of the labels while ref10 runs (its own curve: the main one uses epoch 10)
-            "FLIP_ID-DCNv2 [ref10 epoch 1] @ 10% labels (random)",
-            "id",
-            pretraining="ref10",
-            pretraining_epoch=1,
-            train_fraction=0.1,
-            grid=ID_GRID,
-            family=early_family,
-        ),
+        *[
+            row
+            for epoch in label_epochs
+            for row in label_rows(flip_id_name(epoch), pretraining="ref10", pretraining_epoch=epoch)
+        ],
         Row("FLIP_PLM [ref10]", "text", pretraining="ref10", args=TEXT_RECIPE),
         Row(
             "FLIP (joint) [ref10]",
@@ -242,6 +248,7 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
             args=(*TEXT_RECIPE, *flags("--embedding_l2 1e-4")),
             grid=JOINT_GRID,
         ),
+        *[flip_id(epoch, key="ref10_hidden_ids", grid=ID_GRID) for epoch in (1, 3)],
         Row("DCNv2 (random split)", "id", grid=ID_GRID, split="random"),
         *[flip_id(epoch, key="rand10", grid=ID_GRID, split="random") for epoch in (1, 10)],
     ]
@@ -277,9 +284,9 @@ def hardware() -> str:
     return f"{model} CPU, {os.cpu_count()} cores (shared, load {load:.1f})"
 
 
-def prepared_data(suite: Suite, split: str = "time") -> str:
+def prepared_data(suite: Suite, split: str = "time", prompt_hidden_fields: tuple[str, ...] = ()) -> str:
     """The prepared folder of the suite's dataset cut by `split` (time / random with seed 0), tokenised with
-    `tokenizer_model`, prepared on first use."""
+    `tokenizer_model` (prompts without `prompt_hidden_fields`), prepared on first use."""
     from training.data import prepared_dir
 
     data_args = DataArguments(
@@ -288,6 +295,7 @@ def prepared_data(suite: Suite, split: str = "time") -> str:
         max_length=suite.max_length,
         num_proc=1,
         split=split,
+        prompt_hidden_fields=list(prompt_hidden_fields),
     )
     return prepared_dir(ModelArguments(text_model=suite.tokenizer_model), data_args)
 
@@ -338,7 +346,7 @@ def run_pretraining(suite: Suite, spec: Pretraining, until_epoch: int | None = N
     if pretraining_finished(out) or (until_epoch is not None and reached >= until_epoch):
         return out
     text_model = text_model_path(spec.text_model, suite.output_dir)
-    data = prepared_data(suite, spec.split)
+    data = prepared_data(suite, spec.split, spec.prompt_hidden_fields)
     argv = [spec.config, "--dataset", data, "--text_model", text_model, "--backbone", spec.backbone]
     argv += ["--output_dir", str(out), "--seed", str(spec.seed), *suite.common_args, *spec.args]
     resumed_from = max(epoch_checkpoints(out).values(), default=None, key=lambda p: int(p.name.split("-")[1]))

@@ -171,6 +171,7 @@ def plot_label_efficiency(suite: quality.Suite, path: Path) -> bool:
 SLICE_ROWS = (
     "DCNv2",
     "FLIP_ID-DCNv2 [ref10 epoch 1]",
+    "FLIP_ID-DCNv2 [ref10 epoch 2]",
     "FLIP_ID-DCNv2 [ref10 epoch 10]",
     "FLIP_PLM [ref10]",
     "FLIP (joint) [ref10]",
@@ -207,7 +208,7 @@ def views_markdown(suite: quality.Suite) -> str:
         "quality benchmark above (the same protocol, grid and seeds; bootstrap intervals for small slices).\n\n"
         "### Frequency slices of the test split (time split)\n\n"
         + slices
-        + "\n\n### Label efficiency (time split; FLIP_ID from `ref10` epoch 10; an early curve from its epoch 1)\n\n"
+        + "\n\n### Label efficiency (time split; FLIP_ID from `ref10` epoch 10; early curves from epochs 1 and 2)\n\n"
         + label_efficiency_table(suite)
         + "\n\n### Random 80/10/10 split of rows (seed 0)\n\n"
         + random_split_table(suite)

@@ -273,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=N",
         help="hash these fields into N buckets (bounded embedding tables for fields with millions of values)",
     )
+    parser.add_argument(
+        "--prompt_hidden_fields",
+        "--prompt-hidden-fields",
+        nargs="+",
+        metavar="FIELD",
+        help="leave these fields out of the prompt text (the ID model still reads them)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     return parser
 
@@ -303,6 +310,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipe_kwargs |= split_options(args.split, args.split_seed)
     options = {"text_model": args.text_model, "max_length": args.max_length, **recipe_kwargs}
     options["num_buckets"] = parse_buckets(args.num_buckets)
+    if args.prompt_hidden_fields:
+        options["prompt_template"] = PromptTemplate(hidden_fields=args.prompt_hidden_fields)
     output_dir = args.output_dir or prepared_folder(args.dataset, "data", encoding_options(**options))
     stats = prepare_dataset(
         args.dataset,

@@ -126,10 +126,20 @@ class FlipProcessor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "token_field_index", "field_ids"]
 
+    @property
+    def text_positions(self) -> np.ndarray:
+        """`(F_text,)` schema positions of the fields written into the text (all but the template's hidden ones)."""
+        return np.asarray(self.prompt_template.text_positions(self.schema.field_names), dtype=np.int64)
+
+    def text_fields(self) -> tuple[list[str], list[str]]:
+        """(column names, display names) of the fields written into the text, in schema order."""
+        positions = self.text_positions.tolist()
+        return [self.schema.field_names[f] for f in positions], [self.schema.display_names[f] for f in positions]
+
     def render(self, columns: Mapping[str, Sequence[Any]]) -> tuple[list[str], np.ndarray]:
-        """Texts and `(N, F, 2)` value spans for the schema's fields."""
-        names = self.schema.field_names
-        return self.prompt_template.render(names, self.schema.display_names, [columns[name] for name in names])
+        """Texts and `(N, F_text, 2)` value spans of the fields written into the text (`text_fields`)."""
+        names, displays = self.text_fields()
+        return self.prompt_template.render(names, displays, [columns[name] for name in names])
 
     def __call__(self, rows: Any, return_tensors: str | None = None, return_truncation: bool = False) -> BatchFeature:
         """Encode a batch of rows (dict of lists, list of dicts or DataFrame).
@@ -147,7 +157,9 @@ class FlipProcessor(ProcessorMixin):
         batch = self._tokenize(columns)
         self._count_rows(batch.truncated_values)
         bounds = np.concatenate([[0], np.cumsum(batch.lengths)]).tolist()
-        input_ids, field_index = batch.input_ids.tolist(), batch.token_field_index.tolist()
+        text_field_index = batch.token_field_index  # (T,) positions among the text fields -> schema positions
+        schema_field_index = np.where(text_field_index >= 0, self.text_positions[text_field_index.clip(min=0)], -1)
+        input_ids, field_index = batch.input_ids.tolist(), schema_field_index.tolist()
         data = {
             "input_ids": [input_ids[a:b] for a, b in pairwise(bounds)],
             "attention_mask": [[1] * n for n in batch.lengths.tolist()],  # no padding: every token is real
@@ -172,7 +184,7 @@ class FlipProcessor(ProcessorMixin):
         splicer = self._splicer() if self.splice_tokens else None
         if splicer is None:
             return self._tokenize_texts(columns)
-        names = self.schema.field_names
+        names, _ = self.text_fields()
         batch = splicer.encode(self.prompt_template.values(names, [columns[name] for name in names]))
         if not self._splice_verified:
             reference = self._tokenize_texts(columns)
@@ -215,7 +227,7 @@ class FlipProcessor(ProcessorMixin):
 
     def _splicer(self) -> SplicedTokenizer | None:
         """The `SplicedTokenizer` of the current tokenizer / template / max_length, or None where not exact."""
-        pieces = self.prompt_template.pieces(self.schema.field_names, self.schema.display_names)
+        pieces = self.prompt_template.pieces(*self.text_fields())
         settings = (self.max_length, self.tokenizer.truncation_side, tuple(pieces))
         if getattr(self, "_spliced", None) is None or self._spliced[0] != settings:
             backend = getattr(self.tokenizer, "backend_tokenizer", None)

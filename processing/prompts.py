@@ -36,6 +36,9 @@ class PromptTemplate:
         separator: text between two fields.
         ending: text after the last field.
         missing_value: what an empty/None value renders as (its span covers this placeholder).
+        hidden_fields: fields left out of the text (the ID model still reads them). With the raw IDs hidden
+            (`["user_id", "movie_id", "zip_code"]` on MovieLens), contrastive alignment cannot be solved by matching
+            the digits of an ID in both views; the text describes a movie by its title and genres instead.
     """
 
     pattern: str = "{name} is {value}"
@@ -43,11 +46,22 @@ class PromptTemplate:
     separator: str = ". "
     ending: str = "."
     missing_value: str = "unknown"
+    hidden_fields: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         for p in [self.pattern, *self.field_patterns.values()]:
             if p.count(VALUE_SLOT) != 1:
                 raise ValueError(f"Prompt pattern {p!r} must contain {VALUE_SLOT} exactly once")
+
+    def text_positions(self, field_names: Sequence[str]) -> list[int]:
+        """Positions in `field_names` of the fields written into the text (all but `hidden_fields`)."""
+        unknown = sorted(set(self.hidden_fields) - set(field_names))
+        if unknown:
+            raise ValueError(f"PromptTemplate.hidden_fields {unknown} are not schema fields {list(field_names)}")
+        positions = [f for f, name in enumerate(field_names) if name not in self.hidden_fields]
+        if not positions:
+            raise ValueError("PromptTemplate.hidden_fields hides every field: the text needs at least one")
+        return positions
 
     def pieces(self, field_names: Sequence[str], display_names: Sequence[str]) -> list[str]:
         """The F + 1 constant strings around the F values."""

@@ -435,6 +435,44 @@ def test_random_split_is_its_own_prepared_folder(table, tiny_encoder_dir, tmp_pa
     assert len(by_time) == len(by_random) and by_time["field_ids"] != by_random["field_ids"]
 
 
+def test_hidden_prompt_fields_are_their_own_prepared_folder(table, tiny_encoder_dir, tmp_path, monkeypatch):
+    """`flip prepare TABLE --prompt_hidden_fields user_id movie_id` writes the folder the training scripts'
+    `--prompt_hidden_fields` reuse: other texts, the same IDs; a checkpoint of one template refuses the other."""
+    from training.arguments import DataArguments, ModelArguments
+    from training.data import check_prompt_matches, load_data, prepared_dir
+
+    monkeypatch.chdir(tmp_path)
+    model_args = ModelArguments(text_model=tiny_encoder_dir)
+    main(
+        [
+            table,
+            "--text_model",
+            tiny_encoder_dir,
+            "--max_length",
+            "64",
+            "--prompt_hidden_fields",
+            "user_id",
+            "movie_id",
+        ]
+    )
+    (written,) = os.listdir(tmp_path / "data")
+    hidden_args = DataArguments(dataset=table, max_length=64, prompt_hidden_fields=["user_id", "movie_id"])
+    assert prepared_dir(model_args, hidden_args) == os.path.join("data", written)
+    (hidden, hidden_processor, _), (plain, plain_processor, _) = (
+        load_data(model_args, args) for args in (hidden_args, DataArguments(dataset=table, max_length=64))
+    )
+    assert hidden["test"]["field_ids"] == plain["test"]["field_ids"]
+    assert all(len(a) < len(b) for a, b in zip(hidden["test"]["input_ids"], plain["test"]["input_ids"]))
+    assert {f for row in hidden["test"]["token_field_index"] for f in row} == {-1, 1, 3}  # gender, genre
+    check_prompt_matches(os.path.join("data", written), hidden_processor)
+    for flag, value in (("prompt_hidden_fields", ["user_id"]), ("num_buckets", ["user_id=8"])):
+        on_prepared = DataArguments(dataset=os.path.join("data", written), **{flag: value})
+        with pytest.raises(ValueError, match=f"--{flag} apply when preparing"):  # not silently ignored
+            prepared_dir(model_args, on_prepared)
+    with pytest.raises(ValueError, match="pass the checkpoint's --prompt_hidden_fields"):
+        check_prompt_matches(os.path.join("data", written), plain_processor)
+
+
 # ---------------------------------------------------------------- bring your own data (issue 15 item 13)
 
 

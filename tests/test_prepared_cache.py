@@ -11,6 +11,7 @@ import yaml
 
 from processing.preparation_key import encoding_options, prepared_folder
 from processing.prepare import main as prepare_main
+from processing.prompts import PromptTemplate
 from training import finetune
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
@@ -68,12 +69,13 @@ def test_every_encoding_input_is_part_of_the_cache_key(own_table, tiny_encoder_d
         folder(num_buckets={"user_id": 8}),
         folder(split="random", seed=0),  # any recipe argument, e.g. a future split option
         folder(text_model=tiny_encoder_dir),
+        folder(prompt_template=PromptTemplate(hidden_fields=["user_id"])),
     ]
-    assert len({base, *variants}) == 5 and folder() == base
+    assert len({base, *variants}) == 6 and folder() == base
     os.utime(own_table.parent / "rows.csv", ns=(1, 1))
     table_changed = folder()
     (encoder / "tokenizer_config.json").write_text((encoder / "tokenizer_config.json").read_text() + " ")
-    assert len({base, table_changed, folder(), *variants}) == 7
+    assert len({base, table_changed, folder(), *variants}) == 8
 
 
 def test_flip_prepare_writes_the_folder_that_training_reuses(own_table, tiny_encoder_dir, tmp_path, monkeypatch):

@@ -180,6 +180,36 @@ def test_save_load_round_trip_and_auto_processor(tmp_path, tiny_tokenizer):
     assert dict(FlipProcessor.from_pretrained(tmp_path / "again")(rows, return_truncation=True)) == expected
 
 
+HIDDEN_IDS = ["user_id", "zip_code", "movie_id"]
+
+
+@pytest.mark.parametrize("splice", [True, False])
+def test_hidden_fields_leave_the_text_and_keep_their_ids(tmp_path, tiny_tokenizer, splice):
+    """Hidden fields write no text and own no token; the other fields' tokens carry their schema positions; the
+    IDs are the default template's; the option survives save/load."""
+    default = _processor(tiny_tokenizer)
+    hidden = FlipProcessor(tiny_tokenizer, ml_schema(), PromptTemplate(hidden_fields=HIDDEN_IDS))
+    hidden.splice_tokens = splice
+    golden = {k: [v] for k, v in GOLDEN_ROW.items()}
+    assert hidden.render(golden)[0] == [
+        "gender is male. age is 21. occupation is student. title is My Best Friend's Wedding (1997). genre is Comedy."
+    ]
+    rows = ml_rows(20)
+    enc = hidden(rows)
+    assert getattr(hidden, "_splice_verified", False) == splice  # the spliced path ran (and matched the full one)
+    assert enc["field_ids"] == default(rows)["field_ids"]
+    text_fields = [f for f, name in enumerate(ML_FIELDS) if name not in HIDDEN_IDS]
+    for ids, index, title in zip(enc["input_ids"], enc["token_field_index"], rows["title"]):
+        index = np.asarray(index)
+        assert set(index.tolist()) == {-1, *text_fields}
+        decoded = tiny_tokenizer.decode(np.asarray(ids)[index == ML_FIELDS.index("title")].tolist())
+        assert _squash(decoded) == _squash(title)
+    hidden.save_pretrained(tmp_path)
+    loaded = FlipProcessor.from_pretrained(tmp_path)
+    assert loaded.prompt_template.hidden_fields == HIDDEN_IDS
+    assert dict(loaded(rows)) == dict(enc)
+
+
 def test_processor_against_other_schema_gives_clear_errors(tiny_tokenizer):
     proc = _processor(tiny_tokenizer)
     other = {"field_names": ["user_id", "movie_id"], "field_vocab_sizes": [10, 20]}

@@ -36,3 +36,12 @@ def test_configurable_pattern_separator_and_value_inside_name():
 def test_pattern_needs_one_value_slot():
     with pytest.raises(ValueError, match="exactly once"):
         PromptTemplate(pattern="{name} is")
+
+
+def test_hidden_fields_are_checked_against_the_schema():
+    template = PromptTemplate(hidden_fields=["user_id", "movie_id"])
+    assert template.text_positions(ML_FIELDS) == [1, 2, 3, 4, 6, 7]
+    with pytest.raises(ValueError, match=r"\['item_id'\] are not schema fields"):
+        PromptTemplate(hidden_fields=["item_id"]).text_positions(ML_FIELDS)
+    with pytest.raises(ValueError, match="hides every field"):
+        PromptTemplate(hidden_fields=list(ML_FIELDS)).text_positions(ML_FIELDS)

@@ -130,6 +130,16 @@ def test_id_baseline_from_scratch_needs_no_text_weights(common_args, tmp_path):
     assert config["backbone"] == "deepfm" and config["ctr_mode"] == "id"
 
 
+def test_text_finetuning_refuses_a_checkpoint_of_another_prompt(pretrained, common_args, tmp_path):
+    """The text tower of a checkpoint pretrained on the full prompt must not be finetuned on prompts without the
+    user id (a clear error before training); FLIP_ID reads no text, so it may."""
+    hidden, source = ("--prompt_hidden_fields", "user_id"), ("--init_from", pretrained[0])
+    with pytest.raises(ValueError, match="pass the checkpoint's --prompt_hidden_fields"):
+        run_finetune(tmp_path / "text", common_args, *source, "--ctr_mode", "text", *hidden)
+    results = run_finetune(tmp_path / "id", common_args, *source, "--ctr_mode", "id", *hidden, "--max_steps", "1")
+    assert results["ctr_mode"] == "id" and not (tmp_path / "text").exists()
+
+
 def test_lora_keeps_base_text_weights_and_merges(pretrained, common_args, table, tmp_path):
     from peft import PeftModel
 

@@ -112,6 +112,14 @@ class DataArguments:
         default=None, metadata={"help": "Where prepared datasets are cached (default: the recipe's cache)."}
     )
     max_length: int = field(default=128, metadata={"help": "Prompt truncation length in tokens (padding is dynamic)."})
+    prompt_hidden_fields: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Fields left out of the prompt text (the ID model still reads them), e.g. `user_id movie_id "
+            "zip_code`: the contrastive task can then not be solved by matching ID digits in both views. A named "
+            "deviation from the reference prompt (which writes every field)."
+        },
+    )
     mlm_field_ratio: float = field(default=0.15, metadata={"help": "Share of fields whose tokens MLM masks."})
     mtm_field_ratio: float = field(default=0.15, metadata={"help": "Share of fields MTM masks."})
     mask_same_fields: bool = field(default=False, metadata={"help": "MLM and MTM mask the same fields."})

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 from accelerate import PartialState
 from datasets import DatasetDict, load_from_disk
+from transformers.utils import PROCESSOR_NAME
 
-from processing import FlipProcessor
+from processing import FlipProcessor, PromptTemplate
 from processing.preparation_key import STATS_NAME, check_sources_unchanged, encoding_options, prepared_folder
 from processing.prepare import parse_buckets, prepare_dataset, split_options
 from processing.text_models import resolve_text_model
@@ -35,20 +36,39 @@ def prepared_dir(model_args: ModelArguments, data_args: DataArguments) -> str:
     process only) when it is missing: `<data_dir or data>/<dataset>-<text model>-L<max_length>-<key>`."""
     buckets = parse_buckets(data_args.num_buckets)
     if is_prepared_dir(data_args.dataset):
-        if buckets:
+        preparation_flags = {"--num_buckets": buckets, "--prompt_hidden_fields": data_args.prompt_hidden_fields}
+        given = " ".join(flag for flag, value in preparation_flags.items() if value)
+        if given:
             raise ValueError(
-                f"--num_buckets applies when preparing a dataset; {data_args.dataset} is already prepared: pass the "
-                "recipe name or table schema file instead (or run `flip prepare --num_buckets ...`)"
+                f"{given} apply when preparing a dataset; {data_args.dataset} is already prepared: pass the recipe "
+                f"name or table schema file instead (or run `flip prepare {given} ...`)"
             )
         check_sources_unchanged(data_args.dataset)
         return data_args.dataset
     options = {"text_model": model_args.text_model, "max_length": data_args.max_length, "num_buckets": buckets}
     options |= split_options(data_args.split, data_args.split_seed)
+    if data_args.prompt_hidden_fields:
+        options["prompt_template"] = PromptTemplate(hidden_fields=list(data_args.prompt_hidden_fields))
     folder = prepared_folder(data_args.dataset, data_args.data_dir or "data", encoding_options(**options))
     with PartialState().main_process_first():
         if not is_prepared_dir(folder):
             prepare_dataset(data_args.dataset, folder, num_proc=data_args.num_proc, overwrite=True, **options)
     return folder
+
+
+def check_prompt_matches(checkpoint: str | None, processor: FlipProcessor) -> None:
+    """`ValueError` when the local FLIP checkpoint `checkpoint` was trained on prompts of another template than
+    `processor` writes (e.g. pretrained with `--prompt_hidden_fields`, finetuned without): its text tower would read
+    sentences it never saw. Hub ids and folders without a processor are not checked."""
+    path = Path(checkpoint or "") / PROCESSOR_NAME
+    if not checkpoint or not path.is_file():
+        return
+    saved = PromptTemplate.from_dict(json.loads(path.read_text(encoding="utf-8")).get("prompt_template"))
+    if saved != processor.prompt_template:
+        raise ValueError(
+            f"{checkpoint} was trained on prompts {saved.to_dict()}, the data is encoded with "
+            f"{processor.prompt_template.to_dict()}: pass the checkpoint's --prompt_hidden_fields"
+        )
 
 
 def load_data(

@@ -40,7 +40,7 @@ from .arguments import (
 from .callbacks import training_callbacks
 from .card import CardInfo
 from .ctr_metrics import compute_metrics
-from .data import dataset_name, load_data
+from .data import check_prompt_matches, dataset_name, load_data
 from .lora import apply_lora
 from .model_builder import build_model
 from .plots import PredictionRecorder, write_evaluation_plots
@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
     data, processor, text_model_path = load_data(model_args, data_args, seed=args.seed)
     model = build_model(FlipForCTR, model_args, processor.schema, text_model_path)
     mode = model.config.ctr_mode
+    if mode != "id":
+        check_prompt_matches(model_args.init_from, processor)
     if lora_args.use_lora:
         model = apply_lora(model, lora_args)
     trainer = FlipTrainer(

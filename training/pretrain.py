@@ -34,7 +34,7 @@ from .arguments import (
 )
 from .callbacks import training_callbacks
 from .card import CardInfo, losses_table
-from .data import dataset_name, load_data
+from .data import check_prompt_matches, dataset_name, load_data
 from .lora import apply_lora
 from .model_builder import build_model
 from .run_output import best_validation_metrics, run_record, save_run
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain
     if data_args.streaming and args.max_steps <= 0:
         raise ValueError("--streaming reads the train split as a stream of unknown length: set --max_steps")
     data, processor, text_model_path = load_data(model_args, data_args, seed=args.seed)
+    check_prompt_matches(model_args.init_from, processor)
     model = build_model(FlipForPretraining, model_args, processor.schema, text_model_path)
     model.set_feature_frequencies(processor.schema.feature_counts())
     if lora_args.use_lora:
