@@ -88,7 +88,8 @@ class FlipProcessor(ProcessorMixin):
     Args:
         tokenizer: any fast (`tokenizers`-backed) tokenizer: WordPiece, byte-level BPE, SentencePiece.
         schema: `TabularSchema` (or its dict), fitted on the train split; saved as `flip_schema.json`.
-        prompt_template: `PromptTemplate` (or its dict).
+        prompt_template: `PromptTemplate` (or its dict). Its `hidden_fields` get no text and no token, but keep
+            their `field_ids`; `token_field_index` always holds schema positions.
         max_length: truncation length in tokens, special tokens included.
 
     Example:
@@ -131,6 +132,7 @@ class FlipProcessor(ProcessorMixin):
         """`(F_text,)` schema positions of the fields written into the text (all but the template's hidden ones)."""
         return np.asarray(self.prompt_template.text_positions(self.schema.field_names), dtype=np.int64)
 
+    @property
     def text_fields(self) -> tuple[list[str], list[str]]:
         """(column names, display names) of the fields written into the text, in schema order."""
         positions = self.text_positions.tolist()
@@ -138,7 +140,7 @@ class FlipProcessor(ProcessorMixin):
 
     def render(self, columns: Mapping[str, Sequence[Any]]) -> tuple[list[str], np.ndarray]:
         """Texts and `(N, F_text, 2)` value spans of the fields written into the text (`text_fields`)."""
-        names, displays = self.text_fields()
+        names, displays = self.text_fields
         return self.prompt_template.render(names, displays, [columns[name] for name in names])
 
     def __call__(self, rows: Any, return_tensors: str | None = None, return_truncation: bool = False) -> BatchFeature:
@@ -184,7 +186,7 @@ class FlipProcessor(ProcessorMixin):
         splicer = self._splicer() if self.splice_tokens else None
         if splicer is None:
             return self._tokenize_texts(columns)
-        names, _ = self.text_fields()
+        names, _ = self.text_fields
         batch = splicer.encode(self.prompt_template.values(names, [columns[name] for name in names]))
         if not self._splice_verified:
             reference = self._tokenize_texts(columns)
@@ -227,7 +229,7 @@ class FlipProcessor(ProcessorMixin):
 
     def _splicer(self) -> SplicedTokenizer | None:
         """The `SplicedTokenizer` of the current tokenizer / template / max_length, or None where not exact."""
-        pieces = self.prompt_template.pieces(*self.text_fields())
+        pieces = self.prompt_template.pieces(*self.text_fields)
         settings = (self.max_length, self.tokenizer.truncation_side, tuple(pieces))
         if getattr(self, "_spliced", None) is None or self._spliced[0] != settings:
             backend = getattr(self.tokenizer, "backend_tokenizer", None)
