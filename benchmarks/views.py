@@ -97,20 +97,31 @@ def slice_table(suite: quality.Suite, field: str, rows: list[str]) -> str:
     return "\n".join(lines)
 
 
-def label_efficiency(suite: quality.Suite) -> dict[str, dict[float, list[float]]]:
-    """{family: {train fraction: test AUCs of the chosen cells}} of the finished rows that name a `family`."""
+def label_efficiency(suite: quality.Suite) -> dict[str, dict[float, dict[int, float]]]:
+    """{family: {train fraction: {seed: test AUC of the chosen cell}}} of the finished rows that name a `family`."""
     cells = quality.selected_cells(suite)
-    curves: dict[str, dict[float, list[float]]] = {}
+    curves: dict[str, dict[float, dict[int, float]]] = {}
     for row in suite.rows:
         if row.family and row.name in cells:
             fraction = row.train_fraction or 1.0
-            curves.setdefault(row.family, {})[fraction] = [record["test_auc"] for record in cells[row.name]]
+            curves.setdefault(row.family, {})[fraction] = {r["seed"]: r["test_auc"] for r in cells[row.name]}
     return curves
+
+
+def paired_difference(values: dict[int, float], base: dict[int, float]) -> str:
+    """Mean ± std of the per-seed test AUC difference over the seeds both rows ran: a seed fixes the label subset
+    and the initialisation, so the pairing removes the subset-to-subset spread that dominates small fractions."""
+    seeds = sorted(values.keys() & base.keys())
+    if len(seeds) < 2:
+        return ""
+    differences = np.array([values[seed] - base[seed] for seed in seeds])
+    return f"; paired by seed: {differences.mean():+.4f} ± {std(differences):.4f}"
 
 
 def label_efficiency_table(suite: quality.Suite) -> str:
     """Markdown: test AUC mean ± std (seeds) per family and fraction of the train labels; a FLIP_ID family's cells
-    add the 2-std verdict against the DCNv2 family of the same subset kind at the same fraction."""
+    add the 2-std verdict against the DCNv2 family of the same subset kind at the same fraction (the verdict) and
+    the difference paired by seed (information: it is not PROTOCOL.md's rule)."""
     curves = label_efficiency(suite)
     fractions = sorted({fraction for curve in curves.values() for fraction in curve})
     lines = ["| model | " + " | ".join(f"{f:.0%} of the labels" for f in fractions) + " |"]
@@ -122,10 +133,12 @@ def label_efficiency_table(suite: quality.Suite) -> str:
             if fraction not in curve:
                 texts.append("-")
                 continue
-            values = np.asarray(curve[fraction])
+            values = np.asarray(list(curve[fraction].values()))
             text = f"{values.mean():.4f} ± {std(values):.4f} ({len(values)})"
             if family.startswith("FLIP_ID") and fraction in base:
-                text += "; vs DCNv2: " + quality.verdict(auc_summary(values), auc_summary(np.asarray(base[fraction])))
+                base_values = np.asarray(list(base[fraction].values()))
+                text += "; vs DCNv2: " + quality.verdict(auc_summary(values), auc_summary(base_values))
+                text += paired_difference(curve[fraction], base[fraction])
             texts.append(text)
         lines.append(f"| {family} | " + " | ".join(texts) + " |")
     return "\n".join(lines)
@@ -157,8 +170,8 @@ def plot_label_efficiency(suite: quality.Suite, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(8, 5))
     for family, curve in curves.items():
         fractions = sorted(curve)
-        means = [np.mean(curve[f]) for f in fractions]
-        stds = [std(np.asarray(curve[f])) for f in fractions]
+        means = [np.mean(list(curve[f].values())) for f in fractions]
+        stds = [std(np.asarray(list(curve[f].values()))) for f in fractions]
         ax.errorbar(fractions, means, yerr=stds, fmt="o-", capsize=4, label=family)
     ax.set_xscale("log")
     ax.set_xlabel("fraction of the train labels used for finetuning (log scale)")

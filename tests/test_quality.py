@@ -178,7 +178,8 @@ def test_label_efficiency_compares_flip_id_with_dcnv2_at_the_same_fraction(quali
         quality, suite, {"DCNv2": (0.7, 0.71), "DCNv2 @ 10%": (0.6, 0.65), "FLIP_ID @ 10%": (0.6, 0.67)}
     )
     flip_line = views.label_efficiency_table(suite).splitlines()[3]
-    assert flip_line == "| FLIP_ID-DCNv2 | 0.6710 ± 0.0010 (3); vs DCNv2: beats (+0.0200, 2 std = 0.0020) | - |"
+    expected = "0.6710 ± 0.0010 (3); vs DCNv2: beats (+0.0200, 2 std = 0.0020); paired by seed: +0.0200 ± 0.0000"
+    assert flip_line == f"| FLIP_ID-DCNv2 | {expected} | - |"
 
 
 def test_readme_table_keeps_one_row_per_model_chosen_on_validation(quality, tmp_path):
