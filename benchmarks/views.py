@@ -185,6 +185,7 @@ SLICE_ROWS = (
     "DCNv2",
     "FLIP_ID-DCNv2 [ref10 epoch 1]",
     "FLIP_ID-DCNv2 [ref10 epoch 2]",
+    "FLIP_ID-DCNv2 [ref10 epoch 3]",
     "FLIP_ID-DCNv2 [ref10 epoch 10]",
     "FLIP_PLM [ref10]",
     "FLIP (joint) [ref10]",
