@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,11 @@ def split_options(split: str, split_seed: int) -> dict[str, Any]:
     return {} if split == "time" else {"split": split, "split_seed": split_seed}
 
 
+def prompt_options(hidden_fields: Sequence[str] | None) -> dict[str, Any]:
+    """`prepare_dataset` arguments of `--prompt_hidden_fields`: none without hidden fields (the default template)."""
+    return {"prompt_template": PromptTemplate(hidden_fields=list(hidden_fields))} if hidden_fields else {}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flip prepare",
@@ -310,8 +315,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipe_kwargs |= split_options(args.split, args.split_seed)
     options = {"text_model": args.text_model, "max_length": args.max_length, **recipe_kwargs}
     options["num_buckets"] = parse_buckets(args.num_buckets)
-    if args.prompt_hidden_fields:
-        options["prompt_template"] = PromptTemplate(hidden_fields=args.prompt_hidden_fields)
+    options |= prompt_options(args.prompt_hidden_fields)
     output_dir = args.output_dir or prepared_folder(args.dataset, "data", encoding_options(**options))
     stats = prepare_dataset(
         args.dataset,

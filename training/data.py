@@ -11,7 +11,7 @@ from transformers.utils import PROCESSOR_NAME
 
 from processing import FlipProcessor, PromptTemplate
 from processing.preparation_key import STATS_NAME, check_sources_unchanged, encoding_options, prepared_folder
-from processing.prepare import parse_buckets, prepare_dataset, split_options
+from processing.prepare import parse_buckets, prepare_dataset, prompt_options, split_options
 from processing.text_models import resolve_text_model
 
 from .arguments import DataArguments, ModelArguments
@@ -47,8 +47,7 @@ def prepared_dir(model_args: ModelArguments, data_args: DataArguments) -> str:
         return data_args.dataset
     options = {"text_model": model_args.text_model, "max_length": data_args.max_length, "num_buckets": buckets}
     options |= split_options(data_args.split, data_args.split_seed)
-    if data_args.prompt_hidden_fields:
-        options["prompt_template"] = PromptTemplate(hidden_fields=list(data_args.prompt_hidden_fields))
+    options |= prompt_options(data_args.prompt_hidden_fields)
     folder = prepared_folder(data_args.dataset, data_args.data_dir or "data", encoding_options(**options))
     with PartialState().main_process_first():
         if not is_prepared_dir(folder):
