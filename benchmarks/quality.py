@@ -174,7 +174,7 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
       and 10% oldest rows) for DCNv2 and for FLIP_ID from `ref10` at epochs 1, 2 and 10 (the early curves are read
       while `ref10` runs), and the random split (`rand10`: a pretraining on its train rows).
     """
-    time_epochs, label_epochs = (1, 2, 3, 10), (1, 2, 10)
+    time_epochs, label_epochs = (1, 2, 3, 4, 10), (1, 2, 10)
     pretrainings = {
         "ref10": Pretraining("ref10", MINILM_2, args=MEAN_POOLING),
         **{
@@ -777,6 +777,34 @@ def drift_table(suite: Suite) -> str:
     return "\n".join(lines)
 
 
+def finetuning_curves(suite: Suite, row: Row) -> list[list[float]]:
+    """Per seed of `row` at the reference grid point, the validation AUC after each finetuning epoch (the run's
+    trainer_state.json); empty when a seed has not run."""
+    states = [Path(run_dir(suite, row, REFERENCE, seed), "trainer_state.json") for seed in row.seeds]
+    if not all(state.is_file() for state in states):
+        return []
+    histories = [json.loads(state.read_text())["log_history"] for state in states]
+    return [[entry["eval_auc"] for entry in history if "eval_auc" in entry] for history in histories]
+
+
+def finetuning_curve_table(suite: Suite, epochs: int = 3) -> str:
+    """Does a pretrained tower give finetuning a head start? Per main-view ID row at the reference grid point (the
+    same setting for every row): the mean validation AUC after each of the first `epochs` finetuning epochs, and the
+    mean best one with the epoch it was reached at."""
+    header = " | ".join(f"after epoch {epoch}" for epoch in range(1, epochs + 1))
+    lines = [f"| row | {header} | best (mean epoch) | seeds |", "|---|" + "---|" * (epochs + 2)]
+    for row in suite.rows:
+        curves = finetuning_curves(suite, row) if row.mode == "id" and in_main_view(row) else []
+        if not curves:
+            continue
+        early = [np.mean([curve[epoch] for curve in curves if len(curve) > epoch]) for epoch in range(epochs)]
+        best = np.mean([max(curve) for curve in curves])
+        best_epoch = np.mean([int(np.argmax(curve)) + 1 for curve in curves])
+        values = " | ".join(f"{value:.4f}" for value in early)
+        lines.append(f"| {row.name} | {values} | {best:.4f} ({best_epoch:.1f}) | {len(curves)} |")
+    return "\n".join(lines)
+
+
 def replace_section(path: str, body: str, name: str = "quality") -> None:
     """Replace the text between the `<!-- {name}:start -->` / `<!-- {name}:end -->` markers of `path` (append the
     marked section when missing)."""
@@ -826,10 +854,16 @@ def main(argv: list[str] | None = None) -> None:
             + grid_table(suite)
             + "\n\nPretraining runs:\n\n"
             + pretraining_table(suite)
-            + "\n\nWhat the `ref10` pretraining logged, per epoch (diagnostics, `FlipTrainer`):\n\n"
-            + diagnostics_table(suite, "ref10")
+            + "".join(
+                f"\n\nWhat the `{key}` pretraining logged, per epoch (diagnostics, `FlipTrainer`):\n\n"
+                + diagnostics_table(suite, key)
+                for key in suite.pretrainings
+                if epoch_checkpoints(pretraining_dir(suite, key))
+            )
             + "\n\nHow much of the pretrained tabular tower survives FLIP_ID finetuning (`tower_drift`):\n\n"
             + drift_table(suite)
+            + "\n\nValidation AUC during finetuning, reference grid point (mean over the seeds):\n\n"
+            + finetuning_curve_table(suite)
         )
         print(tables)
         if args.write_results:

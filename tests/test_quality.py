@@ -224,6 +224,29 @@ def test_tower_drift_measures_what_survives_finetuning(quality, tmp_path):
     assert drift == pytest.approx({"norm_before": 3.5, "norm_after": 7.0, "cos_table": 0.0, "cos_rest": 1.0})
 
 
+def test_finetuning_curve_table_reads_validation_auc_per_epoch(quality, tmp_path):
+    """Known curves for two seeds at the reference point; rows of other views, other modes and rows with a seed
+    missing stay out."""
+    rows = [
+        quality.Row("DCNv2", "id", seeds=(0, 1)),
+        quality.Row("DCNv2 @ 10%", "id", seeds=(0, 1), train_fraction=0.1),
+        quality.Row("FLIP_PLM", "text", seeds=(0, 1)),
+        quality.Row("FLIP_ID", "id", seeds=(0, 1)),
+    ]
+    suite = quality.Suite("d", "t", str(tmp_path), rows)
+    curves = {"DCNv2": [[0.60, 0.70, 0.65], [0.62, 0.68, 0.69]], "DCNv2 @ 10%": [[0.5]] * 2, "FLIP_PLM": [[0.5]] * 2}
+    curves["FLIP_ID"] = [[0.6, 0.6, 0.6]]  # seed 1 has not run
+    for row in rows:
+        for seed, curve in enumerate(curves[row.name]):
+            folder = Path(quality.run_dir(suite, row, quality.REFERENCE, seed))
+            folder.mkdir(parents=True)
+            history = [{"loss": 0.6, "epoch": e + 1} for e in range(len(curve))]
+            history += [{"eval_auc": value, "eval_loss": 0.6, "epoch": e + 1} for e, value in enumerate(curve)]
+            (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    lines = quality.finetuning_curve_table(suite).splitlines()
+    assert lines[2:] == ["| DCNv2 | 0.6100 | 0.6900 | 0.6700 | 0.6950 (2.5) | 2 |"]
+
+
 def test_views_name_rows_of_the_default_suite(quality, views):
     """A renamed row would silently drop out of the slice and random-split views."""
     names = {row.name for row in quality.default_suite().rows}
