@@ -679,8 +679,8 @@ def grid_table(suite: Suite) -> str:
 
 
 def pretraining_table(suite: Suite) -> str:
-    """One line per pretraining with at least one epoch: PLM, flags, epochs and steps done, wall time, the last
-    validation ICL / MLM / MTM losses."""
+    """One line per pretraining with at least one epoch: PLM, flags (with the prompt's hidden fields, a data
+    option), epochs and steps done, wall time, the last validation ICL / MLM / MTM losses."""
     header = "| pretraining | PLM | flags | epochs | steps | wall time | val ICL / MLM / MTM | status | hardware |"
     lines = [header, "|" + "---|" * 9]
     for key, spec in suite.pretrainings.items():
@@ -695,8 +695,9 @@ def pretraining_table(suite: Suite) -> str:
         wall = f"{sum(s['wall_time_s'] for s in segments):.0f} s" if segments else "running"
         status = "finished" if pretraining_finished(folder) else "interrupted / running"
         hw = segments[0]["hardware"] if segments else "-"
+        hidden = ("--prompt_hidden_fields", *spec.prompt_hidden_fields) if spec.prompt_hidden_fields else ()
         lines.append(
-            f"| `{key}` | {spec.text_model.label} | `{' '.join(spec.args)}` | {max(checkpoints)} "
+            f"| `{key}` | {spec.text_model.label} | `{' '.join((*spec.args, *hidden))}` | {max(checkpoints)} "
             f"| {state['global_step']} | {wall} | {losses} | {status} | {hw} |"
         )
     return "\n".join(lines)

@@ -247,6 +247,24 @@ def test_finetuning_curve_table_reads_validation_auc_per_epoch(quality, tmp_path
     assert lines[2:] == ["| DCNv2 | 0.6100 | 0.6900 | 0.6700 | 0.6950 (2.5) | 2 |"]
 
 
+def test_pretraining_table_names_the_hidden_prompt_fields(quality, tmp_path):
+    """Hidden fields change the data, not the pretraining argv: the table must still tell the two runs apart."""
+    text = quality.TextModel("t")
+    spec = quality.Pretraining(
+        "hidden", text, args=("--text_pooling", "mean"), prompt_hidden_fields=("user_id", "zip_code")
+    )
+    suite = quality.Suite("d", "t", str(tmp_path), [], pretrainings={"hidden": spec})
+    checkpoint = quality.pretraining_dir(suite, "hidden") / "checkpoint-3"
+    checkpoint.mkdir(parents=True)
+    history = [{"eval_loss": 1.0, "eval_icl_loss": 0.5, "eval_mlm_loss": 2.0, "eval_mtm_loss": 3.0, "epoch": 1.0}]
+    (checkpoint / "trainer_state.json").write_text(
+        json.dumps({"epoch": 1.0, "global_step": 3, "log_history": history})
+    )
+    line = quality.pretraining_table(suite).splitlines()[2]
+    assert "| `--text_pooling mean --prompt_hidden_fields user_id zip_code` | 1 | 3 |" in line
+    assert "0.500 / 2.000 / 3.000" in line
+
+
 def test_views_name_rows_of_the_default_suite(quality, views):
     """A renamed row would silently drop out of the slice and random-split views."""
     names = {row.name for row in quality.default_suite().rows}
