@@ -110,6 +110,14 @@ class Pretraining:
     split: str = "time"
     prompt_hidden_fields: tuple[str, ...] = ()
 
+    @property
+    def data_flags(self) -> tuple[str, ...]:
+        """The data options (`--split`, `--prompt_hidden_fields`) that differ from the default, as flags: they
+        choose the prepared folder, so they are not in `args`."""
+        split = ("--split", self.split) if self.split != "time" else ()
+        hidden = ("--prompt_hidden_fields", *self.prompt_hidden_fields) if self.prompt_hidden_fields else ()
+        return (*split, *hidden)
+
 
 @dataclass(frozen=True)
 class Row:
@@ -679,8 +687,8 @@ def grid_table(suite: Suite) -> str:
 
 
 def pretraining_table(suite: Suite) -> str:
-    """One line per pretraining with at least one epoch: PLM, flags (with the prompt's hidden fields, a data
-    option), epochs and steps done, wall time, the last validation ICL / MLM / MTM losses."""
+    """One line per pretraining with at least one epoch: PLM, flags (with the data options, `data_flags`),
+    epochs and steps done, wall time, the last validation ICL / MLM / MTM losses."""
     header = "| pretraining | PLM | flags | epochs | steps | wall time | val ICL / MLM / MTM | status | hardware |"
     lines = [header, "|" + "---|" * 9]
     for key, spec in suite.pretrainings.items():
@@ -695,9 +703,8 @@ def pretraining_table(suite: Suite) -> str:
         wall = f"{sum(s['wall_time_s'] for s in segments):.0f} s" if segments else "running"
         status = "finished" if pretraining_finished(folder) else "interrupted / running"
         hw = segments[0]["hardware"] if segments else "-"
-        hidden = ("--prompt_hidden_fields", *spec.prompt_hidden_fields) if spec.prompt_hidden_fields else ()
         lines.append(
-            f"| `{key}` | {spec.text_model.label} | `{' '.join((*spec.args, *hidden))}` | {max(checkpoints)} "
+            f"| `{key}` | {spec.text_model.label} | `{' '.join((*spec.args, *spec.data_flags))}` | {max(checkpoints)} "
             f"| {state['global_step']} | {wall} | {losses} | {status} | {hw} |"
         )
     return "\n".join(lines)

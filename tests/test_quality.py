@@ -247,11 +247,13 @@ def test_finetuning_curve_table_reads_validation_auc_per_epoch(quality, tmp_path
     assert lines[2:] == ["| DCNv2 | 0.6100 | 0.6900 | 0.6700 | 0.6950 (2.5) | 2 |"]
 
 
-def test_pretraining_table_names_the_hidden_prompt_fields(quality, tmp_path):
-    """Hidden fields change the data, not the pretraining argv: the table must still tell the two runs apart."""
+def test_pretraining_table_names_the_data_options(quality, tmp_path):
+    """The split and the hidden prompt fields change the data, not the pretraining argv: the table must still tell
+    the runs apart."""
     text = quality.TextModel("t")
+    hidden = ("user_id", "zip_code")
     spec = quality.Pretraining(
-        "hidden", text, args=("--text_pooling", "mean"), prompt_hidden_fields=("user_id", "zip_code")
+        "hidden", text, args=("--text_pooling", "mean"), split="random", prompt_hidden_fields=hidden
     )
     suite = quality.Suite("d", "t", str(tmp_path), [], pretrainings={"hidden": spec})
     checkpoint = quality.pretraining_dir(suite, "hidden") / "checkpoint-3"
@@ -261,7 +263,7 @@ def test_pretraining_table_names_the_hidden_prompt_fields(quality, tmp_path):
         json.dumps({"epoch": 1.0, "global_step": 3, "log_history": history})
     )
     line = quality.pretraining_table(suite).splitlines()[2]
-    assert "| `--text_pooling mean --prompt_hidden_fields user_id zip_code` | 1 | 3 |" in line
+    assert "| `--text_pooling mean --split random --prompt_hidden_fields user_id zip_code` | 1 | 3 |" in line
     assert "0.500 / 2.000 / 3.000" in line
 
 
