@@ -276,3 +276,48 @@ def test_views_name_rows_of_the_default_suite(quality, views):
         "FLIP_PLM",
         "FLIP (joint)",
     }
+
+
+@pytest.fixture(scope="module")
+def probes(quality):
+    spec = importlib.util.spec_from_file_location("probes", REPO / "benchmarks" / "probes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_attributes_take_each_ids_most_frequent_class_and_drop_reserved_and_rare(probes):
+    """Column 0 = the id, column 1 = its attribute: id 2 is class 7 twice and class 8 once -> 7; the reserved ids
+    0 / 1 are left out; class 9 has fewer than FOLDS ids -> left out."""
+    common = [[id_, 5] for id_ in range(3, 3 + probes.FOLDS)]
+    rows = np.array([[2, 7], [2, 8], [2, 7], [1, 7], [0, 7], [40, 9], *common, *[[50 + i, 7] for i in range(4)]])
+    ids, classes = probes.id_attributes(rows, 0, 1)
+    assert dict(zip(ids.tolist(), classes.tolist())) == {
+        2: 7,
+        **{id_: 5 for id_ in range(3, 3 + probes.FOLDS)},
+        **{50 + i: 7 for i in range(4)},
+    }
+
+
+def test_probe_reads_a_planted_attribute_from_the_embedding_rows_and_not_from_noise(probes, tmp_path, monkeypatch):
+    """A saved table whose user_id rows encode the user's class (a mean per class + noise) scores near 1; the same
+    ids in a pure-noise table score near chance (1/4); offsets come from the saved config's vocab sizes."""
+    from safetensors.torch import save_file
+
+    rng = np.random.default_rng(0)
+    names, sizes, num_users = ["gender", "user_id", "occupation"], [4, 202, 6], 200
+    classes = rng.integers(2, 6, num_users)  # local occupation ids 2..5
+    table = rng.normal(scale=0.01, size=(sum(sizes), 8))
+    table[4 + 2 : 4 + 2 + num_users] += rng.normal(size=(4, 8))[classes - 2]  # user rows start at offset 4 + 2
+    save_file({probes.TABLE: torch.tensor(table, dtype=torch.float32)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"field_vocab_sizes": sizes, "field_names": names}))
+    rows = np.stack([np.full(num_users, 2), np.arange(2, 2 + num_users), classes], axis=1)
+
+    loaded, offsets, loaded_names = probes.embedding_table(tmp_path)
+    assert offsets == [0, 4, 206] and loaded_names == names and np.allclose(loaded, table, atol=1e-6)
+    user, occupation = names.index("user_id"), names.index("occupation")
+    ids, labels = probes.id_attributes(rows, user, occupation)
+    assert probes.probe_accuracy(loaded[offsets[user] + ids], labels) > 0.95
+    assert probes.probe_accuracy(rng.normal(size=(len(ids), 8)), labels) < 0.4
+    monkeypatch.setattr(probes, "PROBES", (("user_id", "occupation"),))
+    assert probes.probe_scores(loaded, offsets, names, rows)[0] > 0.95  # the rows at the field's offset

@@ -1,0 +1,159 @@
+"""What the ID embeddings know: linear probes of an attribute of a user or a movie from its ID-embedding row.
+
+FLIP pretraining is meant to teach the ID tower what the text says about each value. A direct test: can a linear
+classifier read a movie's genre from its `movie_id` embedding row, or a user's gender or occupation from the
+`user_id` row? For every epoch checkpoint of every pretraining of `benchmarks/quality.py`, for the finetuned runs
+of its main-view ID rows (DCNv2 from scratch, FLIP_ID; their chosen grid point, one probe per seed), and for a
+random table of the same shape (the control), the score is the balanced accuracy of a logistic regression,
+5-fold cross-validated over the ids seen in train (chance = 1 / number of classes, whatever their sizes).
+
+    python benchmarks/probes.py [--output_dir outputs/quality] [--write_results benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality
+
+from processing.schema import NUM_RESERVED_IDS
+
+PROBES = (("movie_id", "genre"), ("user_id", "gender"), ("user_id", "occupation"))
+FOLDS = 5
+TABLE = "flip.tabular_model.embeddings.weight"
+
+
+def id_attributes(field_ids: np.ndarray, key: int, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (M,), classes (M,)): every local id of column `key` of the rows `field_ids` (N, F), reserved ids
+    excepted, with the local id of column `target` it occurs with most often (a movie's genre, a user's gender).
+    Ids whose class has fewer than `FOLDS` members are left out (stratified cross-validation needs one per fold)."""
+    pairs, counts = np.unique(field_ids[:, [key, target]], axis=0, return_counts=True)
+    pairs = pairs[np.lexsort((-counts, pairs[:, 0]))]  # by id, then most frequent class first
+    ids, first = np.unique(pairs[:, 0], return_index=True)
+    classes = pairs[first, 1]
+    keep = ids >= NUM_RESERVED_IDS
+    ids, classes = ids[keep], classes[keep]
+    values, sizes = np.unique(classes, return_counts=True)
+    common = np.isin(classes, values[sizes >= FOLDS])
+    return ids[common], classes[common]
+
+
+def probe_accuracy(features: np.ndarray, classes: np.ndarray, seed: int = 0) -> float:
+    """Balanced accuracy of a logistic regression of `classes` (M,) on `features` (M, E), standardised within each
+    training fold, averaged over `FOLDS` stratified folds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    return float(cross_val_score(model, features, classes, cv=folds, scoring="balanced_accuracy").mean())
+
+
+def embedding_table(model_dir: Path) -> tuple[np.ndarray, list[int], list[str]]:
+    """(table (V, E), field offsets, field names) of the shared ID-embedding table of a saved FLIP model."""
+    from safetensors import safe_open
+
+    config = json.loads((model_dir / "config.json").read_text())
+    with safe_open(str(model_dir / "model.safetensors"), framework="pt") as weights:
+        table = weights.get_tensor(TABLE).float().numpy()
+    offsets = np.concatenate([[0], np.cumsum(config["field_vocab_sizes"])[:-1]]).tolist()
+    return table, offsets, config["field_names"]
+
+
+def probe_scores(table: np.ndarray, offsets: list[int], names: list[str], train_ids: np.ndarray) -> list[float]:
+    """Per probe of `PROBES`, the accuracy of reading the attribute from the key field's rows of `table` (V, E);
+    `train_ids` (N, F) are the local field ids of the train rows the model saw."""
+    scores = []
+    for key, target in PROBES:
+        column = names.index(key)
+        ids, classes = id_attributes(train_ids, column, names.index(target))
+        scores.append(probe_accuracy(table[offsets[column] + ids], classes))
+    return scores
+
+
+def chance_levels(names: list[str], train_ids: np.ndarray) -> list[float]:
+    """1 / number of classes of every probe (the balanced accuracy of any guess that ignores the features)."""
+    return [
+        1 / len(np.unique(id_attributes(train_ids, names.index(key), names.index(target))[1]))
+        for key, target in PROBES
+    ]
+
+
+def train_field_ids(data_dir: str) -> np.ndarray:
+    """(N, F) local field ids of the train split of a prepared folder."""
+    from datasets import load_from_disk
+
+    column = load_from_disk(data_dir)["train"].data.column("field_ids").combine_chunks()  # list<int> per row
+    return column.flatten().to_numpy().reshape(len(column), -1)
+
+
+def sources(suite: quality.Suite) -> list[tuple[str, str, list[Path]]]:
+    """(label, prepared data, model folders) to probe: every pretraining's epoch checkpoints, then the finetuned
+    seeds of every main-view ID row at its chosen grid point."""
+    found = []
+    for key, spec in suite.pretrainings.items():
+        data = quality.prepared_data(suite, spec.split, spec.prompt_hidden_fields)
+        for epoch, checkpoint in quality.epoch_checkpoints(quality.pretraining_dir(suite, key)).items():
+            found.append((f"`{key}` epoch {epoch} (pretrained)", data, [checkpoint]))
+    for name, records in quality.selected_cells(suite).items():
+        row = suite.row(name)
+        if row.mode != "id" or not quality.in_main_view(row):
+            continue
+        point = next(point for point in row.grid if point.label == records[0]["grid_point"])
+        folders = [Path(quality.run_dir(suite, row, point, record["seed"])) for record in records]
+        found.append((f"{name} (finetuned, {point.label})", quality.prepared_data(suite, row.split), folders))
+    return found
+
+
+def format_scores(values: list[list[float]]) -> list[str]:
+    """Per probe, the mean (± std over the folders when there are several) of `values` (folders, probes)."""
+    values = np.asarray(values)
+    if len(values) == 1:
+        return [f"{v:.3f}" for v in values[0]]
+    return [f"{m:.3f} ± {s:.3f}" for m, s in zip(values.mean(0), values.std(0, ddof=1))]
+
+
+def probe_table(suite: quality.Suite) -> str:
+    """Markdown: the chance level and a random table of the same shape (controls), then one line per source of
+    `sources` (mean ± std over its models)."""
+    found = sources(suite)
+    if not found:
+        return "(no model to probe yet)"
+    field_ids = {data: train_field_ids(data) for data in {data for _, data, _ in found}}
+    lines = []
+    for label, data, folders in found:
+        scores = [probe_scores(*embedding_table(folder), field_ids[data]) for folder in folders]
+        lines.append(f"| {label} | {' | '.join(format_scores(scores))} | {len(folders)} |")
+    (table, offsets, names), train_ids = embedding_table(found[0][2][0]), field_ids[found[0][1]]
+    noise = np.random.default_rng(0).normal(size=table.shape)
+    controls = [
+        f"| chance (1 / classes) | {' | '.join(f'{c:.3f}' for c in chance_levels(names, train_ids))} | - |",
+        f"| random table | {' | '.join(format_scores([probe_scores(noise, offsets, names, train_ids)]))} | 1 |",
+    ]
+    header = " | ".join(f"{key} -> {target}" for key, target in PROBES)
+    return "\n".join([f"| ID embeddings | {header} | models |", "|---" * (len(PROBES) + 2) + "|", *controls, *lines])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default="outputs/quality", help="the quality benchmark's outputs")
+    parser.add_argument("--write_results", default=None, help="also write the table into this file")
+    parser.add_argument("--notes", default=None, help="Markdown around the table ({{TABLES}} marks where it goes)")
+    args = parser.parse_args(argv)
+    table = probe_table(quality.default_suite(args.output_dir))
+    print(table)
+    if args.write_results:
+        notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else "{{TABLES}}"
+        quality.replace_section(args.write_results, notes.replace("{{TABLES}}", table), name="probes")
+
+
+if __name__ == "__main__":
+    main()
