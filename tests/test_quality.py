@@ -30,12 +30,17 @@ def quality():
     return load_quality()
 
 
-@pytest.fixture(scope="module")
-def views(quality):
-    spec = importlib.util.spec_from_file_location("views", REPO / "benchmarks" / "views.py")
+def load_benchmark(name: str):
+    """A script of `benchmarks/` that imports `quality` (load that first)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def views(quality):
+    return load_benchmark("views")
 
 
 def tiny_suite(quality, table: str, encoder: str, output_dir: str):
@@ -280,10 +285,7 @@ def test_views_name_rows_of_the_default_suite(quality, views):
 
 @pytest.fixture(scope="module")
 def probes(quality):
-    spec = importlib.util.spec_from_file_location("probes", REPO / "benchmarks" / "probes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("probes")
 
 
 def test_probe_attributes_take_each_ids_most_frequent_class_and_drop_reserved_and_rare(probes):
