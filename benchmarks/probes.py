@@ -87,14 +87,6 @@ def chance_levels(names: list[str], train_ids: np.ndarray) -> list[float]:
     ]
 
 
-def train_field_ids(data_dir: str) -> np.ndarray:
-    """(N, F) local field ids of the train split of a prepared folder."""
-    from datasets import load_from_disk
-
-    column = load_from_disk(data_dir)["train"].data.column("field_ids").combine_chunks()  # list<int> per row
-    return column.flatten().to_numpy().reshape(len(column), -1)
-
-
 def sources(suite: quality.Suite) -> list[tuple[str, str, list[Path]]]:
     """(label, prepared data, model folders) to probe: every pretraining's epoch checkpoints, then the finetuned
     seeds of every main-view ID row at its chosen grid point."""
@@ -127,7 +119,7 @@ def probe_table(suite: quality.Suite) -> str:
     found = sources(suite)
     if not found:
         return "(no model to probe yet)"
-    field_ids = {data: train_field_ids(data) for data in {data for _, data, _ in found}}
+    field_ids = {data: quality.split_field_ids(data, "train") for data in {data for _, data, _ in found}}
     lines = []
     for label, data, folders in found:
         scores = [probe_scores(*embedding_table(folder), field_ids[data]) for folder in folders]

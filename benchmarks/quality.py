@@ -308,6 +308,14 @@ def prepared_data(suite: Suite, split: str = "time", prompt_hidden_fields: tuple
     return prepared_dir(ModelArguments(text_model=suite.tokenizer_model), data_args)
 
 
+def split_field_ids(data_dir: str, split: str) -> np.ndarray:
+    """(N, F) local field ids of one split of a prepared folder (read straight from its Arrow column)."""
+    from datasets import load_from_disk
+
+    column = load_from_disk(data_dir)[split].data.column("field_ids").combine_chunks()  # list<int> per row
+    return column.flatten().to_numpy().reshape(len(column), -1)
+
+
 def text_model_path(text_model: TextModel, output_dir: str) -> str:
     """Local path of the PLM; a truncated copy (first `num_layers` layers, same weights and tokenizer) is saved
     under `output_dir/text_models/` once, since the scripts take a model path and no layer-count override."""

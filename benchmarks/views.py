@@ -33,13 +33,10 @@ BOOTSTRAP_SAMPLES = 1000
 
 def frequency_slices(data_dir: str, field: str) -> np.ndarray:
     """(N_test,) index into `SLICES` of every test row, by how often its `field` id occurs in the train split."""
-    from datasets import load_from_disk
-
     from processing import FlipProcessor
 
     column = FlipProcessor.from_pretrained(data_dir).schema.field_names.index(field)
-    data = load_from_disk(data_dir).with_format("numpy")
-    train_ids, test_ids = (np.stack(data[split]["field_ids"])[:, column] for split in ("train", "test"))
+    train_ids, test_ids = (quality.split_field_ids(data_dir, split)[:, column] for split in ("train", "test"))
     counts = np.bincount(train_ids, minlength=int(max(train_ids.max(), test_ids.max())) + 1)[test_ids]
     return np.where(test_ids == FIELD_OOV_ID, 0, np.where(counts < RARE_BELOW, 1, 2))
 
