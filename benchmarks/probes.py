@@ -2,9 +2,10 @@
 
 FLIP pretraining is meant to teach the ID tower what the text says about each value. A direct test: can a linear
 classifier read a movie's genre from its `movie_id` embedding row, or a user's gender or occupation from the
-`user_id` row? For every epoch checkpoint of every pretraining of `benchmarks/quality.py`, for the finetuned runs
-of its main-view ID rows (DCNv2 from scratch, FLIP_ID; their chosen grid point, one probe per seed), and for a
-random table of the same shape (the control), the score is the balanced accuracy of a logistic regression,
+`user_id` row? The models probed: every epoch checkpoint of every pretraining of `benchmarks/quality.py`; the
+finetuned runs of its ID rows (DCNv2 from scratch, FLIP_ID; every label fraction and split; one probe per seed) at
+their grid point chosen on validation and at the point that keeps the pretrained table (ID tables at lr 1e-4); and
+a random table of the same shape (the control). The score is the balanced accuracy of a logistic regression,
 5-fold cross-validated over the ids seen in train (chance = 1 / number of classes, whatever their sizes).
 
     python benchmarks/probes.py [--output_dir outputs/quality] [--write_results benchmarks/RESULTS.md]
@@ -16,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -87,21 +89,44 @@ def chance_levels(names: list[str], train_ids: np.ndarray) -> list[float]:
     ]
 
 
-def sources(suite: quality.Suite) -> list[tuple[str, str, list[Path]]]:
-    """(label, prepared data, model folders) to probe: every pretraining's epoch checkpoints, then the finetuned
-    seeds of every main-view ID row at its chosen grid point."""
+class Source(NamedTuple):
+    """Models whose ID tables are probed together: one line of the table."""
+
+    label: str
+    grid_point: str  # "-" for a pretraining checkpoint
+    data: str  # the prepared folder whose train split gives the ids and their attributes
+    folders: list[Path]  # one saved model per seed
+    validation_auc: float | None = None  # mean over the seeds; None for a pretraining checkpoint
+
+
+def sources(suite: quality.Suite) -> list[Source]:
+    """Every pretraining's epoch checkpoints, then the finetuned seeds of every ID row (all label fractions and
+    splits) at its grid point chosen on validation and, once all its seeds ran, at `KEEP_PRETRAINED_TABLES`: does
+    the table that keeps what pretraining wrote score higher on validation?"""
     found = []
     for key, spec in suite.pretrainings.items():
         data = quality.prepared_data(suite, spec.split, spec.prompt_hidden_fields)
         for epoch, checkpoint in quality.epoch_checkpoints(quality.pretraining_dir(suite, key)).items():
-            found.append((f"`{key}` epoch {epoch} (pretrained)", data, [checkpoint]))
-    for name, records in quality.selected_cells(suite).items():
+            found.append(Source(f"`{key}` epoch {epoch} (pretrained)", "-", data, [checkpoint]))
+    cells = quality.load_cells(suite)
+    for name, chosen in quality.selected_cells(suite).items():
         row = suite.row(name)
-        if row.mode != "id" or not quality.in_main_view(row):
+        if row.mode != "id":
             continue
-        point = next(point for point in row.grid if point.label == records[0]["grid_point"])
-        folders = [Path(quality.run_dir(suite, row, point, record["seed"])) for record in records]
-        found.append((f"{name} (finetuned, {point.label})", quality.prepared_data(suite, row.split), folders))
+        for point in row.grid:
+            records = cells[name].get(point.label, [])
+            is_chosen = point.label == chosen[0]["grid_point"]
+            if not is_chosen and (point != quality.KEEP_PRETRAINED_TABLES or len(records) < len(row.seeds)):
+                continue
+            found.append(
+                Source(
+                    f"{name} (finetuned)",
+                    f"{point.label} (chosen on val)" if is_chosen else point.label,
+                    quality.prepared_data(suite, row.split),
+                    [Path(quality.run_dir(suite, row, point, record["seed"])) for record in records],
+                    float(np.mean([record["validation_auc"] for record in records])),
+                )
+            )
     return found
 
 
@@ -115,23 +140,32 @@ def format_scores(values: list[list[float]]) -> list[str]:
 
 def probe_table(suite: quality.Suite) -> str:
     """Markdown: the chance level and a random table of the same shape (controls), then one line per source of
-    `sources` (mean ± std over its models)."""
+    `sources` (mean ± std over its models, and their validation AUC)."""
     found = sources(suite)
     if not found:
         return "(no model to probe yet)"
-    field_ids = {data: quality.split_field_ids(data, "train") for data in {data for _, data, _ in found}}
+    field_ids = {data: quality.split_field_ids(data, "train") for data in {source.data for source in found}}
     lines = []
-    for label, data, folders in found:
-        scores = [probe_scores(*embedding_table(folder), field_ids[data]) for folder in folders]
-        lines.append(f"| {label} | {' | '.join(format_scores(scores))} | {len(folders)} |")
-    (table, offsets, names), train_ids = embedding_table(found[0][2][0]), field_ids[found[0][1]]
-    noise = np.random.default_rng(0).normal(size=table.shape)
+    for source in found:
+        scores = [probe_scores(*embedding_table(folder), field_ids[source.data]) for folder in source.folders]
+        auc = "-" if source.validation_auc is None else f"{source.validation_auc:.4f}"
+        cells = [source.label, source.grid_point, *format_scores(scores), auc, str(len(source.folders))]
+        lines.append(f"| {' | '.join(cells)} |")
+    (table, offsets, names), train_ids = embedding_table(found[0].folders[0]), field_ids[found[0].data]
+    noise = probe_scores(np.random.default_rng(0).normal(size=table.shape), offsets, names, train_ids)
     controls = [
-        f"| chance (1 / classes) | {' | '.join(f'{c:.3f}' for c in chance_levels(names, train_ids))} | - |",
-        f"| random table | {' | '.join(format_scores([probe_scores(noise, offsets, names, train_ids)]))} | 1 |",
+        f"| chance (1 / classes) | - | {' | '.join(f'{c:.3f}' for c in chance_levels(names, train_ids))} | - | - |",
+        f"| random table | - | {' | '.join(format_scores([noise]))} | - | 1 |",
     ]
     header = " | ".join(f"{key} -> {target}" for key, target in PROBES)
-    return "\n".join([f"| ID embeddings | {header} | models |", "|---" * (len(PROBES) + 2) + "|", *controls, *lines])
+    return "\n".join(
+        [
+            f"| ID embeddings | grid point | {header} | val AUC | models |",
+            "|---" * (len(PROBES) + 4) + "|",
+            *controls,
+            *lines,
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -323,3 +323,35 @@ def test_probe_reads_a_planted_attribute_from_the_embedding_rows_and_not_from_no
     assert probes.probe_accuracy(rng.normal(size=(len(ids), 8)), labels) < 0.4
     monkeypatch.setattr(probes, "PROBES", (("user_id", "occupation"),))
     assert probes.probe_scores(loaded, offsets, names, rows)[0] > 0.95  # the rows at the field's offset
+
+
+def test_probes_take_the_point_chosen_on_validation_and_the_complete_table_keeping_point(probes, tmp_path, monkeypatch):
+    """Per ID row: its point with the best mean validation AUC (flagged as chosen) and `KEEP_PRETRAINED_TABLES`
+    once every seed of it ran, each with its mean validation AUC; never another point, never a text row."""
+    quality = probes.quality
+    keep, other = quality.KEEP_PRETRAINED_TABLES, quality.GridPoint("a")
+    grid = (quality.REFERENCE, other, keep)
+    rows = [quality.Row(name, "id", seeds=(0, 1), grid=grid) for name in ("DCNv2", "late")]
+    rows.append(quality.Row("FLIP_PLM", "text", seeds=(0, 1)))
+    suite = quality.Suite("d", "t", str(tmp_path), rows)
+    val_aucs = {"reference": (0.70, 0.72), "a": (0.69, 0.69), keep.label: (0.68, 0.66)}
+    for row in rows:
+        for point in row.grid:
+            for seed in row.seeds if (row.name, point) != ("late", keep) else (0,):
+                path = quality.cell_path(suite, row, point, seed)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                auc = val_aucs.get(point.label, (0.7, 0.7))[seed]
+                record = {"row": row.name, "grid_point": point.label, "seed": seed, "validation_auc": auc}
+                record |= {"test_auc": 0.7, "test_logloss": 0.6, "test_rows": 10}
+                path.write_text(json.dumps(record))
+    monkeypatch.setattr(quality, "prepared_data", lambda suite, split="time", hidden=(): f"data-{split}")
+
+    found = {(source.label, source.grid_point): source for source in probes.sources(suite)}
+    assert set(found) == {
+        ("DCNv2 (finetuned)", "reference (chosen on val)"),
+        ("DCNv2 (finetuned)", keep.label),
+        ("late (finetuned)", "reference (chosen on val)"),
+    }
+    kept = found["DCNv2 (finetuned)", keep.label]
+    assert kept.validation_auc == pytest.approx(0.67) and kept.data == "data-time"
+    assert kept.folders == [Path(quality.run_dir(suite, rows[0], keep, seed)) for seed in (0, 1)]
