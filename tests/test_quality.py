@@ -325,7 +325,7 @@ def test_probe_reads_a_planted_attribute_from_the_embedding_rows_and_not_from_no
     assert probes.probe_scores(loaded, offsets, names, rows)[0] > 0.95  # the rows at the field's offset
 
 
-def test_probes_take_the_point_chosen_on_validation_and_the_complete_table_keeping_point(probes, tmp_path, monkeypatch):
+def test_probes_take_the_point_chosen_on_validation_and_the_complete_keeping_point(probes, tmp_path, monkeypatch):
     """Per ID row: its point with the best mean validation AUC (flagged as chosen) and `KEEP_PRETRAINED_TABLES`
     once every seed of it ran, each with its mean validation AUC; never another point, never a text row."""
     quality = probes.quality
