@@ -109,13 +109,13 @@ def sources(suite: quality.Suite) -> list[Source]:
         for epoch, checkpoint in quality.epoch_checkpoints(quality.pretraining_dir(suite, key)).items():
             found.append(Source(f"`{key}` epoch {epoch} (pretrained)", "-", data, [checkpoint]))
     cells = quality.load_cells(suite)
-    for name, chosen in quality.selected_cells(suite).items():
+    for name, chosen in quality.chosen_points(suite, cells).items():
         row = suite.row(name)
         if row.mode != "id":
             continue
         for point in row.grid:
             records = cells[name].get(point.label, [])
-            is_chosen = point.label == chosen[0]["grid_point"]
+            is_chosen = point.label == chosen
             if not is_chosen and (point != quality.KEEP_PRETRAINED_TABLES or len(records) < len(row.seeds)):
                 continue
             found.append(

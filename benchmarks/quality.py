@@ -552,17 +552,25 @@ def load_cells(suite: Suite) -> dict[str, dict[str, list[dict]]]:
     return cells
 
 
-def selected_cells(suite: Suite) -> dict[str, list[dict]]:
-    """Per row, the records of its grid point with the highest mean validation AUC, among the points that have
-    every seed of the row (test AUC is never looked at); the records carry the full-test-split metrics."""
+def chosen_points(suite: Suite, cells: dict[str, dict[str, list[dict]]]) -> dict[str, str]:
+    """Per row of `cells` (`load_cells`), the label of its grid point with the highest mean validation AUC among the
+    points that have every seed of the row (test AUC is never looked at)."""
     chosen = {}
-    for name, points in load_cells(suite).items():
+    for name, points in cells.items():
         complete = {label: records for label, records in points.items() if len(records) == len(suite.row(name).seeds)}
-        if not complete:
-            continue
-        label = max(complete, key=lambda label: np.mean([r["validation_auc"] for r in complete[label]]))
-        chosen[name] = [{**record, **full_test_metrics(suite, record)} for record in complete[label]]
+        if complete:
+            chosen[name] = max(complete, key=lambda label: np.mean([r["validation_auc"] for r in complete[label]]))
     return chosen
+
+
+def selected_cells(suite: Suite) -> dict[str, list[dict]]:
+    """Per row, the records of its grid point chosen on validation (`chosen_points`); the records carry the
+    full-test-split metrics."""
+    cells = load_cells(suite)
+    return {
+        name: [{**record, **full_test_metrics(suite, record)} for record in cells[name][label]]
+        for name, label in chosen_points(suite, cells).items()
+    }
 
 
 def full_test_metrics(suite: Suite, record: dict) -> dict:
