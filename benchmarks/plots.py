@@ -1,20 +1,20 @@
-"""Figures of the quality benchmark, from the cached cells and pretraining checkpoints of benchmarks/quality.py:
+"""Figures of the quality benchmark, from the records (and the cached test scores) of benchmarks/quality.py:
 
-    python benchmarks/plots.py [--output_dir outputs/quality] [--figures benchmarks]
+    python benchmarks/plots.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \
+        [--figures benchmarks]
 
 - `quality_auc.png`: test AUC per model (its grid point chosen on validation), mean with a +-1 std error bar and
   every seed as a dot;
 - `quality_pretraining_curve.png`: FLIP_ID test AUC against the pretraining epoch it starts from, with the DCNv2
   band (mean +- 2 std: PROTOCOL.md's tie zone);
 - `quality_pretraining_losses.png`: per pretraining, the ICL / MLM / MTM training and validation losses, the
-  gradient norm each loss sends into the tabular tower and the ID-embedding norm (trainer_state.json);
+  gradient norm each loss sends into the tabular tower and the ID-embedding norm (its logged history);
 - `quality_roc_calibration.png`: ROC and calibration (reliability) curves of FLIP_ID vs DCNv2 on the test split.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -104,18 +104,11 @@ def plot_pretraining_curve(suite: quality.Suite, path: Path, key: str = CURVE_PR
     return True
 
 
-def pretraining_history(folder: Path) -> list[dict]:
-    """The log history of the last saved checkpoint's (or the final model's) trainer_state.json ([] when none)."""
-    states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name[11:]))
-    states = [folder / "trainer_state.json"] if (folder / "trainer_state.json").is_file() else states[-1:]
-    return json.loads(states[0].read_text())["log_history"] if states else []
-
-
 def plot_pretraining_losses(suite: quality.Suite, path: Path) -> bool:
     """One column per loss (ICL, MLM, MTM): training (lines) and validation (markers) loss, then the gradient norm
     it sends into the tabular tower (log scale); a last column with the ID-embedding norm. x = epochs. False when no
     pretraining has logged."""
-    histories = {key: pretraining_history(quality.pretraining_dir(suite, key)) for key in suite.pretrainings}
+    histories = {key: quality.pretraining_history(suite, key) for key in suite.pretrainings}
     histories = {key: history for key, history in histories.items() if history}
     if not histories:
         return False
@@ -167,7 +160,7 @@ def plot_roc_calibration(suite: quality.Suite, path: Path, seed: int = 0) -> boo
     for name in (quality.BASE_ROW, best_flip):
         row = suite.row(name)
         point = next(point for point in row.grid if point.label == cells[name][0]["grid_point"])
-        npz = quality.cell_path(suite, row, point, seed, ".npz")
+        npz = quality.scores_path(suite, row, point, seed)
         if not npz.is_file():
             return False
         scores[name] = np.load(npz)
@@ -183,10 +176,10 @@ def plot_roc_calibration(suite: quality.Suite, path: Path, seed: int = 0) -> boo
 
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="outputs/quality", help="quality.py output folder")
+    quality.add_suite_arguments(parser)
     parser.add_argument("--figures", default="benchmarks", help="where the PNGs go")
     args = parser.parse_args(argv)
-    suite = quality.default_suite(args.output_dir)
+    suite = quality.suite_from_args(args)
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
     figures_made = {

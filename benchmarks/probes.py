@@ -8,7 +8,8 @@ their grid point chosen on validation and at the point that keeps the pretrained
 a random table of the same shape (the control). The score is the balanced accuracy of a logistic regression,
 5-fold cross-validated over the ids seen in train (chance = 1 / number of classes, whatever their sizes).
 
-    python benchmarks/probes.py [--output_dir outputs/quality] [--write_results benchmarks/RESULTS.md]
+    python benchmarks/probes.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \
+        [--write_results benchmarks/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -170,11 +171,11 @@ def probe_table(suite: quality.Suite) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="outputs/quality", help="the quality benchmark's outputs")
+    quality.add_suite_arguments(parser)
     parser.add_argument("--write_results", default=None, help="also write the table into this file")
     parser.add_argument("--notes", default=None, help="Markdown around the table ({{TABLES}} marks where it goes)")
     args = parser.parse_args(argv)
-    table = probe_table(quality.default_suite(args.output_dir))
+    table = probe_table(quality.suite_from_args(args))
     print(table)
     if args.write_results:
         notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else "{{TABLES}}"

@@ -3,19 +3,24 @@ validation grids and seeds, run through the library's own `training.pretrain` / 
 cached per cell, aggregated into Markdown tables.
 
     python benchmarks/quality.py pretrain --keys ref10        # run or resume a pretraining (hours: background it)
+    python benchmarks/quality.py pretrain --keys ref10 --max_minutes 150   # a segment that ends before the session
     python benchmarks/quality.py run --rows DCNv2,DeepFM      # ID-only baselines: every grid point x 3 seeds
     python benchmarks/quality.py run --rows "FLIP_ID-DCNv2 [ref10 epoch 1]"   # once that epoch's checkpoint exists
     python benchmarks/quality.py table --write_results benchmarks/RESULTS.md \
         --notes benchmarks/quality_configs/results_notes.md --write_readme README.md
 
 Pretrainings run only through `pretrain`, never implicitly: they take hours on a CPU, checkpoint every epoch and
-resume where they stopped (a session's end kills its processes). A finetuning cell whose pretraining (or the epoch
-it names) is not there yet is skipped with a message, not failed.
+resume where they stopped (a session's end kills its processes: `--max_minutes` ends a segment before, at a
+mid-epoch checkpoint). A finetuning cell whose pretraining (or the epoch it names) is not there yet is skipped with a
+message, not failed.
 
-Every finished cell is a JSON file under `OUTPUT_DIR/cells/<row>/<grid point>/seed<k>.json` (plus the test-split
-probabilities as `.npz` for ID rows); rerunning skips finished cells. Early stopping and checkpoint selection use
-the validation split only (the library's finetune script); the grid point of a row is chosen on the mean
-**validation** AUC over its seeds; the test split is scored once per cell.
+Every finished cell is a JSON record under `RECORDS_DIR/cells/<row>/<grid point>/seed<k>.json`; rerunning skips
+finished cells. Each pretraining segment updates `RECORDS_DIR/pretraining/<key>.json` (segments, log history). The
+records hold every number of the quality tables and are tracked in git (`benchmarks/quality_records/`), so a machine
+that loses `OUTPUT_DIR` (checkpoints, finetuned models, the ID rows' test probabilities `.npz` that the slices, the
+plots and the probes read) loses no number of those tables. Early stopping and checkpoint selection use the
+validation split only (the library's finetune script); the grid point of a row is chosen on the mean **validation**
+AUC over its seeds; the test split is scored once per cell.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ QUALITY_CONFIGS = Path(__file__).resolve().parent / "quality_configs"
 PRETRAIN_CONFIG = str(QUALITY_CONFIGS / "pretrain_reference_cpu.yaml")
 FINETUNE_CONFIG = str(QUALITY_CONFIGS / "finetune_reference_cpu.yaml")
 BASE_ROW = "DCNv2"
-SEGMENTS_NAME = "quality_segments.json"  # wall time, hardware and steps of every (resumed) pretraining segment
+RECORDS_DIR = Path(__file__).resolve().parent / "quality_records"  # the default suite's records, tracked in git
 
 
 def flags(text: str) -> tuple[str, ...]:
@@ -149,7 +154,9 @@ class Row:
 
 @dataclass
 class Suite:
-    """Data, pretrainings and rows of one benchmark."""
+    """Data, pretrainings and rows of one benchmark. `output_dir` holds the artefacts (prepared data, checkpoints,
+    finetuned models, test probabilities); `records_dir` (default `output_dir/records`) the small JSON records that
+    every table is made of, kept apart so that they can be tracked in git."""
 
     dataset: str
     tokenizer_model: str
@@ -158,9 +165,14 @@ class Suite:
     pretrainings: dict[str, Pretraining] = field(default_factory=dict)
     max_length: int = 80
     common_args: tuple[str, ...] = ()
+    records_dir: str | None = None
 
     def row(self, name: str) -> Row:
         return next(row for row in self.rows if row.name == name)
+
+    @property
+    def records(self) -> Path:
+        return Path(self.records_dir or os.path.join(self.output_dir, "records"))
 
 
 MINILM_2 = TextModel("minilm", num_layers=2)
@@ -173,7 +185,7 @@ TEXT_RECIPE = flags("--learning_rate 5e-5 --weight_decay 1e-3 --per_device_train
 JOINT_GRID = (REFERENCE, GridPoint("alpha init 0.5", flags("--joint_alpha_init 0.5")))
 
 
-def default_suite(output_dir: str = "outputs/quality") -> Suite:
+def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RECORDS_DIR)) -> Suite:
     """movielens-100k on a 2-core CPU, reference recipe, every ID row over `ID_GRID`:
 
     - issue #13: the ID-only baselines; FLIP_ID from the 10-epoch pretraining `ref10` at epochs 1-7 and 10 (the
@@ -270,6 +282,7 @@ def default_suite(output_dir: str = "outputs/quality") -> Suite:
         rows=rows,
         pretrainings=pretrainings,
         common_args=("--disable_tqdm", "true"),
+        records_dir=records_dir,
     )
 
 
@@ -356,10 +369,26 @@ def epoch_checkpoints(folder: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def run_pretraining(suite: Suite, spec: Pretraining, until_epoch: int | None = None) -> Path:
-    """Pretrain `spec` with `training.pretrain.main`, resuming from its last complete checkpoint when a previous
-    segment was interrupted or stopped; `until_epoch` ends this segment after that epoch. Each segment's wall time,
-    hardware and steps go to `quality_segments.json`."""
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The last complete checkpoint, an epoch's or the mid-epoch one a time budget saved: where a segment resumes."""
+    saved = [state.parent for state in folder.glob("checkpoint-*/trainer_state.json")]
+    return max(saved, key=lambda path: int(path.name.split("-")[1]), default=None)
+
+
+def latest_trainer_state(folder: Path) -> dict:
+    """The trainer_state.json of a pretraining folder with the highest step (final model or checkpoint)."""
+    paths = [folder / "trainer_state.json", *folder.glob("checkpoint-*/trainer_state.json")]
+    states = [json.loads(path.read_text()) for path in paths if path.is_file()]
+    return max(states, key=lambda state: state["global_step"])
+
+
+def run_pretraining(
+    suite: Suite, spec: Pretraining, until_epoch: int | None = None, max_minutes: float | None = None
+) -> Path:
+    """Pretrain `spec` with `training.pretrain.main`, resuming from its last checkpoint when a previous segment was
+    interrupted or stopped; `until_epoch` ends this segment after that epoch, `max_minutes` once that much training
+    time is spent (at a mid-epoch checkpoint, where the next segment resumes). Each segment updates the record of
+    the pretraining (`pretraining_record_path`)."""
     out = pretraining_dir(suite, spec.key)
     reached = max(epoch_checkpoints(out), default=0)
     if pretraining_finished(out) or (until_epoch is not None and reached >= until_epoch):
@@ -368,27 +397,58 @@ def run_pretraining(suite: Suite, spec: Pretraining, until_epoch: int | None = N
     data = prepared_data(suite, spec.split, spec.prompt_hidden_fields)
     argv = [spec.config, "--dataset", data, "--text_model", text_model, "--backbone", spec.backbone]
     argv += ["--output_dir", str(out), "--seed", str(spec.seed), *suite.common_args, *spec.args]
-    resumed_from = max(epoch_checkpoints(out).values(), default=None, key=lambda p: int(p.name.split("-")[1]))
+    resumed_from = latest_checkpoint(out)
     if resumed_from is not None:
         argv += ["--resume_from_checkpoint", str(resumed_from)]
     if until_epoch is not None:
         argv += ["--stop_after_epochs", str(until_epoch)]
-    segment = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hardware": hardware(), "resumed_from": resumed_from}
+    if max_minutes is not None:
+        argv += ["--max_train_minutes", str(max_minutes)]
+    segment = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hardware": hardware()}
     start = time.time()
     results = pretrain.main(argv)
-    segment |= {"wall_time_s": round(time.time() - start, 1), "steps_at_end": results["train_steps"]}
-    segment["resumed_from"] = str(resumed_from) if resumed_from else None
-    segments = json.loads((out / SEGMENTS_NAME).read_text()) if (out / SEGMENTS_NAME).is_file() else []
-    write_json(str(out / SEGMENTS_NAME), [*segments, segment])
-    record = {
-        "key": spec.key,
-        **results,
-        "wall_time_s": sum(s["wall_time_s"] for s in [*segments, segment]),
-        "hardware": segment["hardware"],
-        "library_hardware": results.get("hardware"),
+    segment |= {
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "wall_time_s": round(time.time() - start, 1),
+        "steps_at_end": results["train_steps"],
+        "git_commit": git_commit(),
     }
-    write_json(str(out / "quality_pretraining.json"), record)
+    write_pretraining_record(suite, spec.key, segment, results)
     return out
+
+
+def pretraining_record_path(suite: Suite, key: str) -> Path:
+    return suite.records / "pretraining" / f"{key}.json"
+
+
+def load_pretraining_record(suite: Suite, key: str) -> dict | None:
+    """What `write_pretraining_record` kept of pretraining `key`; None before its first segment ended."""
+    path = pretraining_record_path(suite, key)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_pretraining_record(suite: Suite, key: str, segment: dict, results: dict) -> None:
+    """Add a finished `segment` to the record of pretraining `key`, with the state its folder is in now: the epochs
+    it saved, its step, whether its schedule completed, the script's results and the whole log history."""
+    folder = pretraining_dir(suite, key)
+    segments = [*(load_pretraining_record(suite, key) or {"segments": []})["segments"], segment]
+    state = latest_trainer_state(folder)
+    record = {
+        "key": key,
+        "segments": segments,
+        "wall_time_s": round(sum(s["wall_time_s"] for s in segments), 1),
+        "epochs_saved": sorted(epoch_checkpoints(folder)),
+        "global_step": state["global_step"],
+        "schedule_completed": pretraining_finished(folder),
+        "results": results,
+        "log_history": state["log_history"],
+    }
+    write_json(str(pretraining_record_path(suite, key)), record)
+
+
+def pretraining_history(suite: Suite, key: str) -> list[dict]:
+    """The log history of pretraining `key` (trainer_state.json's, from its record; [] before its first segment)."""
+    return (load_pretraining_record(suite, key) or {}).get("log_history", [])
 
 
 def pretraining_start(suite: Suite, row: Row) -> Path | None:
@@ -418,8 +478,14 @@ def finetune_argv(suite: Suite, row: Row, point: GridPoint, seed: int, data: str
     return argv + list(suite.common_args) + list(row.args) + list(point.args)
 
 
-def cell_path(suite: Suite, row: Row, point: GridPoint, seed: int, suffix: str = ".json") -> Path:
-    return Path(suite.output_dir, "cells", slugify(row.name), point.slug, f"seed{seed}{suffix}")
+def cell_path(suite: Suite, row: Row, point: GridPoint, seed: int) -> Path:
+    """The record of one cell (JSON, under the suite's records)."""
+    return suite.records / "cells" / slugify(row.name) / point.slug / f"seed{seed}.json"
+
+
+def scores_path(suite: Suite, row: Row, point: GridPoint, seed: int) -> Path:
+    """The test labels and click probabilities of one ID cell (`.npz`, an artefact under `output_dir`)."""
+    return Path(suite.output_dir, "scores", slugify(row.name), point.slug, f"seed{seed}.npz")
 
 
 def run_dir(suite: Suite, row: Row, point: GridPoint, seed: int) -> str:
@@ -447,19 +513,21 @@ def score_test(model_dir: str, data: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, init_from: Path | None) -> dict:
-    """Finetune one (row, grid point, seed) and cache its record (JSON); ID rows also keep their test
-    probabilities (.npz, for the ROC / calibration plots)."""
+    """Finetune one (row, grid point, seed) and write its record (JSON): the metrics, the validation AUC after each
+    epoch and, for a pretrained ID row, `tower_drift`. ID rows also keep their test probabilities (`scores_path`,
+    for the slices and the ROC / calibration plots)."""
     out = run_dir(suite, row, point, seed)
     argv = finetune_argv(suite, row, point, seed, data, init_from, out)
     hw = hardware()
     results = finetune.main(argv)
     for checkpoint in Path(out).glob("checkpoint-*"):  # the final folder holds the best model
         shutil.rmtree(checkpoint, ignore_errors=True)
-    path = cell_path(suite, row, point, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if row.mode == "id":
         labels, probs = score_test(out, data)
-        np.savez_compressed(cell_path(suite, row, point, seed, ".npz"), labels=labels, probs=probs)
+        scores = scores_path(suite, row, point, seed)
+        scores.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(scores, labels=labels, probs=probs)
+    history = json.loads(Path(out, "trainer_state.json").read_text())["log_history"]
     record = {
         "row": row.name,
         "grid_point": point.label,
@@ -474,11 +542,13 @@ def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, ini
         "validation_auc": results["validation"].get("eval_auc"),
         "validation_logloss": results["validation"].get("eval_logloss"),
         "epoch": results["test"].get("epoch"),
+        "validation_auc_per_epoch": [entry["eval_auc"] for entry in history if "eval_auc" in entry],
         "wall_time_s": results["wall_time_s"],
-        "pretraining": pretraining_record(init_from),
+        "pretraining": checkpoint_record(init_from),
+        "tower_drift": tower_drift(init_from, Path(out)) if init_from and row.mode == "id" else None,
         "finetune_results": results,
     }
-    write_json(str(path), record)
+    write_json(str(cell_path(suite, row, point, seed)), record)
     return record
 
 
@@ -494,7 +564,7 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def pretraining_record(init_from: Path | None) -> dict | None:
+def checkpoint_record(init_from: Path | None) -> dict | None:
     """The checkpoint a cell started from: its epoch, step and the validation losses logged at that point."""
     if not init_from:
         return None
@@ -564,28 +634,9 @@ def chosen_points(suite: Suite, cells: dict[str, dict[str, list[dict]]]) -> dict
 
 
 def selected_cells(suite: Suite) -> dict[str, list[dict]]:
-    """Per row, the records of its grid point chosen on validation (`chosen_points`); the records carry the
-    full-test-split metrics."""
+    """Per row, the records of its grid point chosen on validation (`chosen_points`)."""
     cells = load_cells(suite)
-    return {
-        name: [{**record, **full_test_metrics(suite, record)} for record in cells[name][label]]
-        for name, label in chosen_points(suite, cells).items()
-    }
-
-
-def full_test_metrics(suite: Suite, record: dict) -> dict:
-    """The cell's test AUC / LogLoss / row count from quality.py's own scoring of the saved best model (`.npz`)
-    when there is one, else the finetune script's test pass."""
-    from training.ctr_metrics import ctr_metrics
-
-    row = suite.row(record["row"])
-    point = next(point for point in row.grid if point.label == record["grid_point"])
-    npz = cell_path(suite, row, point, record["seed"], ".npz")
-    if npz.is_file():
-        scores = np.load(npz)
-        metrics = ctr_metrics(scores["labels"], scores["probs"])
-        return {"test_auc": metrics["auc"], "test_logloss": metrics["logloss"], "test_rows": len(scores["labels"])}
-    return {"test_auc": record["test_auc"], "test_logloss": record["test_logloss"], "test_rows": record["test_rows"]}
+    return {name: cells[name][label] for name, label in chosen_points(suite, cells).items()}
 
 
 def summarize(records: list[dict]) -> dict:
@@ -706,41 +757,30 @@ def grid_table(suite: Suite) -> str:
 
 
 def pretraining_table(suite: Suite) -> str:
-    """One line per pretraining with at least one epoch: PLM, flags (with the data options, `data_flags`),
-    epochs and steps done, wall time, the last validation ICL / MLM / MTM losses."""
+    """One line per pretraining with a record: PLM, flags (with the data options, `data_flags`), epochs and steps
+    done, wall time, the last validation ICL / MLM / MTM losses."""
     header = "| pretraining | PLM | flags | epochs | steps | wall time | val ICL / MLM / MTM | status | hardware |"
     lines = [header, "|" + "---|" * 9]
     for key, spec in suite.pretrainings.items():
-        folder = pretraining_dir(suite, key)
-        checkpoints = epoch_checkpoints(folder)
-        if not checkpoints:
+        record = load_pretraining_record(suite, key)
+        if record is None:
             continue
-        state = json.loads((list(checkpoints.values())[-1] / "trainer_state.json").read_text())
-        val = [entry for entry in state["log_history"] if "eval_loss" in entry][-1]
+        evals = [entry for entry in record["log_history"] if "eval_loss" in entry]
+        val = evals[-1] if evals else {}
         losses = " / ".join(f"{val.get(f'eval_{name}_loss', float('nan')):.3f}" for name in ("icl", "mlm", "mtm"))
-        segments = json.loads((folder / SEGMENTS_NAME).read_text()) if (folder / SEGMENTS_NAME).is_file() else []
-        wall = f"{sum(s['wall_time_s'] for s in segments):.0f} s" if segments else "running"
-        status = "finished" if pretraining_finished(folder) else "interrupted / running"
-        hw = segments[0]["hardware"] if segments else "-"
+        status = "finished" if record["schedule_completed"] else f"{len(record['segments'])} segment(s), resumable"
         lines.append(
-            f"| `{key}` | {spec.text_model.label} | `{' '.join((*spec.args, *spec.data_flags))}` | {max(checkpoints)} "
-            f"| {state['global_step']} | {wall} | {losses} | {status} | {hw} |"
+            f"| `{key}` | {spec.text_model.label} | `{' '.join((*spec.args, *spec.data_flags))}` "
+            f"| {max(record['epochs_saved'], default=0)} | {record['global_step']} | {record['wall_time_s']:.0f} s "
+            f"| {losses} | {status} | {record['segments'][0]['hardware']} |"
         )
     return "\n".join(lines)
 
 
-def pretraining_history(folder: Path) -> list[dict]:
-    """The log history of a pretraining: the final folder's trainer_state.json, else the last checkpoint's."""
-    final = folder / "trainer_state.json"
-    checkpoints = list(epoch_checkpoints(folder).values())
-    source = final if final.is_file() else (checkpoints[-1] / "trainer_state.json" if checkpoints else None)
-    return json.loads(source.read_text())["log_history"] if source else []
-
-
 def diagnostics_table(suite: Suite, key: str) -> str:
-    """Per epoch of pretraining `key`: the mean training ICL / MLM / MTM losses, the validation losses at the
+    """Per epoch of pretraining `key` (ended): the mean training ICL / MLM / MTM losses, the validation losses at the
     epoch's end, the mean gradient norm each loss sent into the tabular tower and the ID-embedding norm at the end."""
-    history = pretraining_history(pretraining_dir(suite, key))
+    history = pretraining_history(suite, key)
     losses = ("icl", "mlm", "mtm")
     header = (
         "| epoch | train ICL / MLM / MTM | val ICL / MLM / MTM | grad norm into the tabular tower: ICL / MLM / MTM"
@@ -748,6 +788,8 @@ def diagnostics_table(suite: Suite, key: str) -> str:
     lines = [header + " | ICL : MLM : MTM gradient | ID-embedding norm |", "|---|---|---|---|---|---|"]
     for evaluation in (entry for entry in history if "eval_loss" in entry):
         epoch = evaluation["epoch"]
+        if abs(epoch - round(epoch)) > 1e-6:  # a time budget's mid-epoch evaluation
+            continue
         window = [e for e in history if "loss" in e and epoch - 1 < e["epoch"] <= epoch + 1e-9]
         if not window:
             continue
@@ -784,18 +826,13 @@ def tower_drift(pretrained: Path, finetuned: Path) -> dict[str, float]:
 
 
 def drift_table(suite: Suite) -> str:
-    """Per FLIP_ID row (its chosen grid point, mean over seeds): `tower_drift` of its finetuned runs."""
+    """Per FLIP_ID row (its chosen grid point, mean over seeds): the `tower_drift` its cells recorded."""
     header = "| row | ID-embedding row norm: pretrained -> finetuned | cosine(pretrained, finetuned): embedding table"
     lines = [header + " | cosine: rest of the tabular tower | seeds |", "|---|---|---|---|---|"]
     for name, records in selected_cells(suite).items():
-        row = suite.row(name)
-        if row.mode != "id" or not row.pretraining:
+        drifts = [record["tower_drift"] for record in records if record.get("tower_drift")]
+        if not drifts:
             continue
-        point = next(point for point in row.grid if point.label == records[0]["grid_point"])
-        drifts = [
-            tower_drift(Path(r["pretraining"]["checkpoint"]), Path(run_dir(suite, row, point, r["seed"])))
-            for r in records
-        ]
         mean = {key: np.mean([d[key] for d in drifts]) for key in drifts[0]}
         lines.append(
             f"| {name} | {mean['norm_before']:.4f} -> {mean['norm_after']:.4f} | {mean['cos_table']:.3f} "
@@ -805,13 +842,12 @@ def drift_table(suite: Suite) -> str:
 
 
 def finetuning_curves(suite: Suite, row: Row) -> list[list[float]]:
-    """Per seed of `row` at the reference grid point, the validation AUC after each finetuning epoch (the run's
-    trainer_state.json); empty when a seed has not run."""
-    states = [Path(run_dir(suite, row, REFERENCE, seed), "trainer_state.json") for seed in row.seeds]
-    if not all(state.is_file() for state in states):
+    """Per seed of `row` at the reference grid point, the validation AUC after each finetuning epoch (from its
+    records); empty until every seed has run."""
+    paths = [cell_path(suite, row, REFERENCE, seed) for seed in row.seeds]
+    if not all(path.is_file() for path in paths):
         return []
-    histories = [json.loads(state.read_text())["log_history"] for state in states]
-    return [[entry["eval_auc"] for entry in history if "eval_auc" in entry] for history in histories]
+    return [json.loads(path.read_text())["validation_auc_per_epoch"] for path in paths]
 
 
 def finetuning_curve_table(suite: Suite, epochs: int = 3) -> str:
@@ -849,26 +885,39 @@ def replace_section(path: str, body: str, name: str = "quality") -> None:
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
+def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the default suite's artefacts and records are (the options of every script that reads the suite)."""
+    parser.add_argument("--output_dir", default="outputs/quality", help="checkpoints, models, test scores, data")
+    parser.add_argument("--records_dir", default=str(RECORDS_DIR), help="the JSON records the tables are made of")
+
+
+def suite_from_args(args: argparse.Namespace) -> Suite:
+    return default_suite(args.output_dir, args.records_dir)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["pretrain", "run", "table", "list"])
-    parser.add_argument("--output_dir", default="outputs/quality", help="cells, pretrainings, runs, data")
+    add_suite_arguments(parser)
     parser.add_argument("--keys", default=None, help="pretrain: comma-separated pretraining keys")
     parser.add_argument("--until_epoch", type=int, default=None, help="pretrain: end this segment after that epoch")
+    parser.add_argument(
+        "--max_minutes", type=float, default=None, help="pretrain: end each segment after this much training time"
+    )
     parser.add_argument("--rows", default=None, help="run: comma-separated row names (default: all)")
     parser.add_argument("--seeds", default=None, help="run: comma-separated seeds (default: each row's seeds)")
     parser.add_argument("--write_results", default=None, help="table: also write the tables into this file")
     parser.add_argument("--notes", default=None, help="Markdown around the tables ({{TABLES}} marks where they go)")
     parser.add_argument("--write_readme", default=None, help="table: also write the short table into this README")
     args = parser.parse_args(argv)
-    suite = default_suite(args.output_dir)
+    suite = suite_from_args(args)
     if args.command == "list":
         print("\n".join([*suite.pretrainings, *(row.name for row in suite.rows)]))
     elif args.command == "pretrain":
         keys = args.keys.split(",") if args.keys else list(suite.pretrainings)
         for key in keys:
             print(f"[quality] pretraining {key} ({time.strftime('%H:%M:%S')})", flush=True)
-            run_pretraining(suite, suite.pretrainings[key], args.until_epoch)
+            run_pretraining(suite, suite.pretrainings[key], args.until_epoch, args.max_minutes)
     elif args.command == "run":
         names = args.rows.split(",") if args.rows else None
         seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
@@ -885,7 +934,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"\n\nWhat the `{key}` pretraining logged, per epoch (diagnostics, `FlipTrainer`):\n\n"
                 + diagnostics_table(suite, key)
                 for key in suite.pretrainings
-                if epoch_checkpoints(pretraining_dir(suite, key))
+                if pretraining_history(suite, key)
             )
             + "\n\nHow much of the pretrained tabular tower survives FLIP_ID finetuning (`tower_drift`):\n\n"
             + drift_table(suite)

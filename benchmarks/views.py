@@ -8,7 +8,8 @@ the cached cells of `benchmarks/quality.py`:
   as a table and a plot with error bars, one line per `Row.family`;
 - the random split: the rows cut by `--split random`, against the random split's own DCNv2.
 
-    python benchmarks/views.py [--output_dir outputs/quality] [--write_results benchmarks/RESULTS.md]
+    python benchmarks/views.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \
+        [--write_results benchmarks/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def test_scores(suite: quality.Suite, records: list[dict]) -> tuple[np.ndarray, 
     """(labels (N,), probabilities (seeds, N)) of one row's chosen cells, from their `.npz`; None if one is missing."""
     row = suite.row(records[0]["row"])
     point = next(point for point in row.grid if point.label == records[0]["grid_point"])
-    paths = [quality.cell_path(suite, row, point, record["seed"], ".npz") for record in records]
+    paths = [quality.scores_path(suite, row, point, record["seed"]) for record in records]
     if not all(path.is_file() for path in paths):
         return None
     scores = [np.load(path) for path in paths]
@@ -228,12 +229,12 @@ def views_markdown(suite: quality.Suite) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="outputs/quality", help="quality.py output folder")
+    quality.add_suite_arguments(parser)
     parser.add_argument("--write_results", default=None, help="also write the views into this file's section")
     parser.add_argument("--notes", default=None, help="Markdown around the views ({{VIEWS}} marks where they go)")
     parser.add_argument("--figures", default="benchmarks", help="where quality_label_efficiency.png goes")
     args = parser.parse_args(argv)
-    suite = quality.default_suite(args.output_dir)
+    suite = quality.suite_from_args(args)
     body = views_markdown(suite)
     print(body)
     plot_label_efficiency(suite, Path(args.figures) / "quality_label_efficiency.png")

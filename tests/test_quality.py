@@ -1,9 +1,10 @@
 """Smoke test of benchmarks/quality.py on a tiny table and a tiny BERT (seconds, offline, CPU): rows x seeds run
-through the library scripts, one shared pretraining, cached cells (a rerun trains nothing), the Markdown table
-and its marked section in a results file."""
+through the library scripts, one shared pretraining cut into segments, cached cells (a rerun trains nothing), the
+Markdown tables (the same from the records alone) and their marked section in a results file."""
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def views(quality):
     return load_benchmark("views")
 
 
-def tiny_suite(quality, table: str, encoder: str, output_dir: str):
+def tiny_suite(quality, table: str, encoder: str, output_dir: str, records_dir: str):
     text = quality.TextModel(encoder, num_layers=1)
     tiny = {"config": str(CONFIGS / "finetune_tiny.yaml")}
     grid = (quality.REFERENCE, quality.GridPoint("lr 1e-2", ("--learning_rate", "1e-2")))
@@ -61,15 +62,21 @@ def tiny_suite(quality, table: str, encoder: str, output_dir: str):
         rows=rows,
         pretrainings={"flip": quality.Pretraining("flip", text, config=str(CONFIGS / "pretrain_tiny.yaml"))},
         max_length=64,
+        records_dir=records_dir,
     )
 
 
 def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_encoder_dir, tmp_path, monkeypatch):
-    suite = tiny_suite(quality, table, tiny_encoder_dir, str(tmp_path / "quality"))
+    suite = tiny_suite(quality, table, tiny_encoder_dir, str(tmp_path / "quality"), str(tmp_path / "records"))
     assert quality.run_rows(suite) == []  # rows never start a pretraining: the FLIP rows wait for it
     assert set(quality.load_cells(suite)) == {"DCNv2", "DCNv2 @ 50%", "PLM-only"}
-    pretrained = quality.run_pretraining(suite, suite.pretrainings["flip"], until_epoch=1)  # a first segment
+    pretrained = quality.run_pretraining(suite, suite.pretrainings["flip"], max_minutes=1e-6)  # cut by its budget
+    assert quality.epoch_checkpoints(pretrained) == {} and quality.latest_checkpoint(pretrained).name == "checkpoint-1"
+    assert quality.run_rows(suite) == [] and "FLIP_ID-DCNv2 [epoch 1]" not in quality.load_cells(suite)
+    assert quality.run_pretraining(suite, suite.pretrainings["flip"], until_epoch=1) == pretrained  # resumed there
     assert sorted(quality.epoch_checkpoints(pretrained)) == [1] and not quality.pretraining_finished(pretrained)
+    segments = quality.load_pretraining_record(suite, "flip")["segments"]
+    assert [segment["resumed_from"] for segment in segments] == [None, str(pretrained / "checkpoint-1")]
     assert quality.run_rows(suite) == []  # the epoch-1 row runs, the final-model row still waits
     assert "FLIP_ID-DCNv2" not in quality.load_cells(suite) and "FLIP_ID-DCNv2 [epoch 1]" in quality.load_cells(suite)
     assert quality.run_pretraining(suite, suite.pretrainings["flip"]) == pretrained  # resumed to the end
@@ -107,7 +114,7 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     assert text_config["num_hidden_layers"] == 1  # the truncated encoder was pretrained
     row, point = suite.row("DCNv2"), quality.REFERENCE
     for record in cells["DCNv2"]["reference"]:  # the cached test probabilities reproduce the script's test AUC
-        saved = np.load(quality.cell_path(suite, row, point, record["seed"], ".npz"))
+        saved = np.load(quality.scores_path(suite, row, point, record["seed"]))
         assert auc(saved["labels"], saved["probs"]) == pytest.approx(record["test_auc"], abs=1e-6)
 
     def no_training(*args, **kwargs):
@@ -134,6 +141,13 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     assert slice_lines[3].split("|")[4].strip().startswith(f"{expected:.4f}")
     curve = views.label_efficiency(suite)["DCNv2"]
     assert sorted(curve) == [0.5, 1.0] and len(curve[0.5]) == 2
+
+    tables = (quality.markdown_table, quality.grid_table, quality.pretraining_table, quality.drift_table)
+    tables += (quality.finetuning_curve_table, lambda suite: quality.diagnostics_table(suite, "flip"))
+    before = [make(suite) for make in tables]
+    assert all(len(text.splitlines()) > 2 for text in before)
+    shutil.rmtree(suite.output_dir)  # a new machine: checkpoints, models and scores gone, the records kept
+    assert [make(suite) for make in tables] == before
 
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\n<!-- quality:start -->\nold\n<!-- quality:end -->\n\n## Throughput\nkept\n")
@@ -243,11 +257,9 @@ def test_finetuning_curve_table_reads_validation_auc_per_epoch(quality, tmp_path
     curves["FLIP_ID"] = [[0.6, 0.6, 0.6]]  # seed 1 has not run
     for row in rows:
         for seed, curve in enumerate(curves[row.name]):
-            folder = Path(quality.run_dir(suite, row, quality.REFERENCE, seed))
-            folder.mkdir(parents=True)
-            history = [{"loss": 0.6, "epoch": e + 1} for e in range(len(curve))]
-            history += [{"eval_auc": value, "eval_loss": 0.6, "epoch": e + 1} for e, value in enumerate(curve)]
-            (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+            path = quality.cell_path(suite, row, quality.REFERENCE, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"validation_auc_per_epoch": curve}))
     lines = quality.finetuning_curve_table(suite).splitlines()
     assert lines[2:] == ["| DCNv2 | 0.6100 | 0.6900 | 0.6700 | 0.6950 (2.5) | 2 |"]
 
@@ -267,6 +279,9 @@ def test_pretraining_table_names_the_data_options(quality, tmp_path):
     (checkpoint / "trainer_state.json").write_text(
         json.dumps({"epoch": 1.0, "global_step": 3, "log_history": history})
     )
+    assert quality.pretraining_table(suite).count("\n") == 1  # no record before a segment ends
+    segment = {"started": "now", "hardware": "cpu", "resumed_from": None, "wall_time_s": 5.0, "steps_at_end": 3}
+    quality.write_pretraining_record(suite, "hidden", segment, results={})
     line = quality.pretraining_table(suite).splitlines()[2]
     assert "| `--text_pooling mean --split random --prompt_hidden_fields user_id zip_code` | 1 | 3 |" in line
     assert "0.500 / 2.000 / 3.000" in line
