@@ -78,19 +78,23 @@ def slice_cell(labels: np.ndarray, probs: np.ndarray) -> str:
 
 
 def slice_table(suite: quality.Suite, field: str, rows: list[str]) -> str:
-    """Markdown: the slices of `field` (test rows, positives) and, per finished row of `rows`, each slice's metrics."""
+    """Markdown: the slices of `field` (test rows, positives) and, per finished row of `rows`, each slice's metrics;
+    a finished row whose test scores are not on this machine (an artefact, unlike the records) says so."""
     slices = frequency_slices(quality.prepared_data(suite), field)
     cells = quality.selected_cells(suite)
     scored = {name: test_scores(suite, cells[name]) for name in rows if name in cells}
-    scored = {name: scores for name, scores in scored.items() if scores is not None}
-    header = [f"| model ({field}) | " + " | ".join(SLICES) + " |", "|---|" + "---|" * len(SLICES)]
-    if not scored:
-        return "\n".join(header)
-    labels = next(iter(scored.values()))[0]
-    sizes = [f"{int((slices == k).sum())} ({int(labels[slices == k].sum())})" for k in range(len(SLICES))]
-    lines = [*header, "| test rows (positives) | " + " | ".join(sizes) + " |"]
-    for name, (labels, probs) in scored.items():
-        parts = [slice_cell(labels[slices == k], probs[:, slices == k]) for k in range(len(SLICES))]
+    lines = [f"| model ({field}) | " + " | ".join(SLICES) + " |", "|---|" + "---|" * len(SLICES)]
+    found = [scores for scores in scored.values() if scores is not None]
+    if found:
+        labels = found[0][0]
+        sizes = [f"{int((slices == k).sum())} ({int(labels[slices == k].sum())})" for k in range(len(SLICES))]
+        lines.append("| test rows (positives) | " + " | ".join(sizes) + " |")
+    for name, scores in scored.items():
+        if scores is None:
+            parts = ["no test scores on this machine (rerun the row's cells)"] * len(SLICES)
+        else:
+            labels, probs = scores
+            parts = [slice_cell(labels[slices == k], probs[:, slices == k]) for k in range(len(SLICES))]
         lines.append(f"| {name} | " + " | ".join(parts) + " |")
     return "\n".join(lines)
 

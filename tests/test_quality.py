@@ -148,6 +148,8 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     assert all(len(text.splitlines()) > 2 for text in before)
     shutil.rmtree(suite.output_dir)  # a new machine: checkpoints, models and scores gone, the records kept
     assert [make(suite) for make in tables] == before
+    missing = views.slice_table(suite, "movie_id", ["DCNv2"]).splitlines()  # the slices need the scores
+    assert len(missing) == 3 and missing[2].startswith("| DCNv2 | no test scores on this machine")
 
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\n<!-- quality:start -->\nold\n<!-- quality:end -->\n\n## Throughput\nkept\n")
