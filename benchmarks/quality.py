@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/quality.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from processing.atomic_io import write_json  # noqa: E402
+from processing.atomic_io import atomic_file, write_json  # noqa: E402
 from training import finetune, pretrain  # noqa: E402
 from training.arguments import DataArguments, ModelArguments  # noqa: E402
 from training.ctr_metrics import rela_impr  # noqa: E402
@@ -870,7 +870,7 @@ def finetuning_curve_table(suite: Suite, epochs: int = 3) -> str:
 
 def replace_section(path: str, body: str, name: str = "quality") -> None:
     """Replace the text between the `<!-- {name}:start -->` / `<!-- {name}:end -->` markers of `path` (append the
-    marked section when missing)."""
+    marked section when missing), atomically."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = Path(path).read_text(encoding="utf-8") if os.path.isfile(path) else ""
     block = f"{start}\n{body.strip()}\n{end}"
@@ -879,7 +879,8 @@ def replace_section(path: str, body: str, name: str = "quality") -> None:
         text = head + block + rest.split(end, 1)[1]
     else:
         text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
-    Path(path).write_text(text, encoding="utf-8")
+    with atomic_file(path) as tmp_path:
+        Path(tmp_path).write_text(text, encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
