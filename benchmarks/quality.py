@@ -443,7 +443,7 @@ def write_pretraining_record(suite: Suite, key: str, segment: dict, results: dic
         "results": results,
         "log_history": state["log_history"],
     }
-    write_json(str(pretraining_record_path(suite, key)), record)
+    write_json(str(pretraining_record_path(suite, key)), repo_relative(record))
 
 
 def pretraining_history(suite: Suite, key: str) -> list[dict]:
@@ -548,8 +548,20 @@ def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, ini
         "tower_drift": tower_drift(init_from, Path(out)) if init_from and row.mode == "id" else None,
         "finetune_results": results,
     }
-    write_json(str(cell_path(suite, row, point, seed)), record)
+    write_json(str(cell_path(suite, row, point, seed)), repo_relative(record))
     return record
+
+
+def repo_relative(data):
+    """`data` (JSON-like) with the repository's absolute path cut out of every string: records are committed, so
+    they name the configs as `benchmarks/...`, not as a path on the machine that ran them."""
+    if isinstance(data, str):
+        return data.replace(str(REPO) + os.sep, "")
+    if isinstance(data, dict):
+        return {key: repo_relative(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [repo_relative(value) for value in data]
+    return data
 
 
 def git_commit() -> str | None:

@@ -142,6 +142,8 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     curve = views.label_efficiency(suite)["DCNv2"]
     assert sorted(curve) == [0.5, 1.0] and len(curve[0.5]) == 2
 
+    records = list(suite.records.rglob("*.json"))
+    assert len(records) == 12 and not [path for path in records if str(REPO) in path.read_text()]  # no machine paths
     tables = (quality.markdown_table, quality.grid_table, quality.pretraining_table, quality.drift_table)
     tables += (quality.finetuning_curve_table, lambda suite: quality.diagnostics_table(suite, "flip"))
     before = [make(suite) for make in tables]
