@@ -9,7 +9,9 @@
   band (mean +- 2 std: PROTOCOL.md's tie zone);
 - `quality_pretraining_losses.png`: per pretraining, the ICL / MLM / MTM training and validation losses, the
   gradient norm each loss sends into the tabular tower and the ID-embedding norm (its logged history);
-- `quality_roc_calibration.png`: ROC and calibration (reliability) curves of FLIP_ID vs DCNv2 on the test split.
+- `quality_roc_calibration.png`: ROC and calibration (reliability) curves of FLIP_ID vs DCNv2 on the test split;
+- `quality_label_efficiency.png`: test AUC against the fraction of the train labels, one line per model family,
+  with +-1 std error bars (`views.label_efficiency`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality
+import views
 
 from training.plots import draw_calibration, draw_roc, save_figure
 
@@ -38,8 +41,7 @@ def draw_auc_panel(ax, cells: dict[str, list[dict]], title: str) -> None:
     names = list(cells)
     for i, name in enumerate(names):
         aucs = np.array([record["test_auc"] for record in cells[name]])
-        std = aucs.std(ddof=1) if len(aucs) > 1 else 0.0
-        ax.errorbar(i, aucs.mean(), yerr=std, fmt="o", color="C0", capsize=6, markersize=8)
+        ax.errorbar(i, aucs.mean(), yerr=quality.seed_std(aucs), fmt="o", color="C0", capsize=6, markersize=8)
         ax.scatter(np.full(len(aucs), i + 0.15), aucs, s=14, color="C1", zorder=3)
         label = f"{aucs.mean():.4f}\n(n={len(aucs)})"
         ax.annotate(label, (i, aucs.mean()), xytext=(14, -4), textcoords="offset points", fontsize=8)
@@ -61,9 +63,7 @@ def plot_auc(suite: quality.Suite, path: Path) -> bool:
     draw_auc_panel(ax, cells, "test AUC per model (grid point chosen on validation)")
     ax.set_ylabel("test AUC")
     fig.suptitle("movielens-100k test AUC on the 10,000 test rows (mean ± std over seeds; dots = seeds)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, dpi=130)
     return True
 
 
@@ -80,14 +80,15 @@ def plot_pretraining_curve(suite: quality.Suite, path: Path, key: str = CURVE_PR
         return False
     base = np.array([record["test_auc"] for record in cells[quality.BASE_ROW]])
     fig, ax = plt.subplots(figsize=(8, 5))
-    ax.axhspan(base.mean() - 2 * base.std(ddof=1), base.mean() + 2 * base.std(ddof=1), color="grey", alpha=0.2)
+    band = 2 * quality.seed_std(base)
+    ax.axhspan(base.mean() - band, base.mean() + band, color="grey", alpha=0.2)
     ax.axhline(base.mean(), color="grey", ls="--", lw=1, label=f"DCNv2 from scratch {base.mean():.4f} (± 2 std)")
     epochs = [row.pretraining_epoch for row in rows]
     aucs = [np.array([record["test_auc"] for record in cells[row.name]]) for row in rows]
     ax.errorbar(
         epochs,
         [a.mean() for a in aucs],
-        yerr=[a.std(ddof=1) for a in aucs],
+        yerr=[quality.seed_std(a) for a in aucs],
         fmt="o-",
         capsize=5,
         label="FLIP_ID-DCNv2 (mean ± std)",
@@ -142,9 +143,7 @@ def plot_pretraining_losses(suite: quality.Suite, path: Path) -> bool:
     fig.suptitle(
         "FLIP pretraining on the reference recipe: losses and what each loss sends to the ID tower", fontsize=11
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, dpi=130)
     return True
 
 
@@ -174,6 +173,26 @@ def plot_roc_calibration(suite: quality.Suite, path: Path, seed: int = 0) -> boo
     return True
 
 
+def plot_label_efficiency(suite: quality.Suite, path: Path) -> bool:
+    """Test AUC (mean ± std over seeds) against the fraction of train labels, one line per family; False when
+    there is nothing to plot."""
+    curves = views.label_efficiency(suite)
+    if not curves:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for family, curve in curves.items():
+        fractions = sorted(curve)
+        means = [np.mean(list(curve[f].values())) for f in fractions]
+        stds = [quality.seed_std(np.asarray(list(curve[f].values()))) for f in fractions]
+        ax.errorbar(fractions, means, yerr=stds, fmt="o-", capsize=4, label=family)
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of the train labels used for finetuning (log scale)")
+    ax.set_ylabel("test AUC")
+    ax.set_title("label efficiency, movielens-100k time split (mean ± std over seeds)", fontsize=10)
+    save_figure(fig, path, dpi=130)
+    return True
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     quality.add_suite_arguments(parser)
@@ -187,6 +206,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         "quality_pretraining_curve.png": plot_pretraining_curve,
         "quality_pretraining_losses.png": plot_pretraining_losses,
         "quality_roc_calibration.png": plot_roc_calibration,
+        "quality_label_efficiency.png": plot_label_efficiency,
     }
     written = [figures / name for name, plot in figures_made.items() if plot(suite, figures / name)]
     print("\n".join(str(path) for path in written))

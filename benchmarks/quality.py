@@ -651,12 +651,17 @@ def selected_cells(suite: Suite) -> dict[str, list[dict]]:
     return {name: cells[name][label] for name, label in chosen_points(suite, cells).items()}
 
 
+def seed_std(values: np.ndarray) -> float:
+    """Sample standard deviation over seeds (ddof 1), 0 for one seed."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarize(records: list[dict]) -> dict:
-    """Mean / std (ddof=1; 0 for one seed) of test AUC and LogLoss, mean validation AUC and wall time."""
+    """Mean / std (`seed_std`) of test AUC and LogLoss, mean validation AUC and wall time."""
 
     def stats(key: str) -> tuple[float, float]:
         values = np.array([record[key] for record in records], dtype=float)
-        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        return float(values.mean()), seed_std(values)
 
     return {
         "auc": stats("test_auc"),

@@ -5,7 +5,7 @@ the cached cells of `benchmarks/quality.py`:
   rows) or frequent (>= 10 train rows); per model and slice the AUC (mean ± std over seeds, plus a bootstrap 95%
   interval of the seed-averaged AUC for slices under `BOOTSTRAP_BELOW` rows) and the LogLoss;
 - label efficiency: test AUC against the fraction of the train labels a finetuning saw (`Row.train_fraction`),
-  as a table and a plot with error bars, one line per `Row.family`;
+  one column per `Row.family` (its plot is `benchmarks/plots.py`'s `quality_label_efficiency.png`);
 - the random split: the rows cut by `--split random`, against the random split's own DCNv2.
 
     python benchmarks/views.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \
@@ -70,7 +70,7 @@ def slice_cell(labels: np.ndarray, probs: np.ndarray) -> str:
     if len(labels) == 0 or labels.min() == labels.max():
         return "n/a (one class)"
     aucs = np.array([auc(labels, p) for p in probs])
-    text = f"{aucs.mean():.4f} ± {std(aucs):.4f}"
+    text = f"{aucs.mean():.4f} ± {quality.seed_std(aucs):.4f}"
     if len(labels) < BOOTSTRAP_BELOW:
         low, high = bootstrap_auc_interval(labels, probs.mean(0))
         text += f" [{low:.3f}, {high:.3f}]"
@@ -117,7 +117,7 @@ def paired_difference(values: dict[int, float], base: dict[int, float]) -> str:
     if len(seeds) < 2:
         return ""
     differences = np.array([values[seed] - base[seed] for seed in seeds])
-    return f"; paired by seed: {differences.mean():+.4f} ± {std(differences):.4f}"
+    return f"; paired by seed: {differences.mean():+.4f} ± {quality.seed_std(differences):.4f}"
 
 
 def label_efficiency_table(suite: quality.Suite) -> str:
@@ -136,7 +136,7 @@ def label_efficiency_table(suite: quality.Suite) -> str:
                 texts.append("-")
                 continue
             values = np.asarray(list(curve[fraction].values()))
-            text = f"{values.mean():.4f} ± {std(values):.4f} ({len(values)})"
+            text = f"{values.mean():.4f} ± {quality.seed_std(values):.4f} ({len(values)})"
             if family.startswith("FLIP_ID") and fraction in base:
                 base_values = np.asarray(list(base[fraction].values()))
                 text += "; vs DCNv2: " + quality.verdict(auc_summary(values), auc_summary(base_values))
@@ -146,41 +146,9 @@ def label_efficiency_table(suite: quality.Suite) -> str:
     return "\n".join(lines)
 
 
-def std(values: np.ndarray) -> float:
-    """Sample standard deviation (ddof 1), 0 for one value."""
-    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
 def auc_summary(values: np.ndarray) -> dict:
     """The fields of a row summary that `quality.verdict` reads."""
-    return {"auc": (float(values.mean()), std(values)), "seeds": len(values)}
-
-
-def plot_label_efficiency(suite: quality.Suite, path: Path) -> bool:
-    """Test AUC (mean ± std over seeds) against the fraction of train labels, one line per family; False when
-    there is nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from training.plots import save_figure
-
-    curves = label_efficiency(suite)
-    if not curves:
-        return False
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for family, curve in curves.items():
-        fractions = sorted(curve)
-        means = [np.mean(list(curve[f].values())) for f in fractions]
-        stds = [std(np.asarray(list(curve[f].values()))) for f in fractions]
-        ax.errorbar(fractions, means, yerr=stds, fmt="o-", capsize=4, label=family)
-    ax.set_xscale("log")
-    ax.set_xlabel("fraction of the train labels used for finetuning (log scale)")
-    ax.set_ylabel("test AUC")
-    ax.set_title("label efficiency, movielens-100k time split (mean ± std over seeds)", fontsize=10)
-    save_figure(fig, str(path), dpi=130)
-    return True
+    return {"auc": (float(values.mean()), quality.seed_std(values)), "seeds": len(values)}
 
 
 SLICE_ROWS = (
@@ -236,12 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     quality.add_suite_arguments(parser)
     parser.add_argument("--write_results", default=None, help="also write the views into this file's section")
     parser.add_argument("--notes", default=None, help="Markdown around the views ({{VIEWS}} marks where they go)")
-    parser.add_argument("--figures", default="benchmarks", help="where quality_label_efficiency.png goes")
     args = parser.parse_args(argv)
     suite = quality.suite_from_args(args)
     body = views_markdown(suite)
     print(body)
-    plot_label_efficiency(suite, Path(args.figures) / "quality_label_efficiency.png")
     if args.write_results:
         notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
         quality.replace_section(args.write_results, notes.replace("{{VIEWS}}", body) if notes else body, "views")

@@ -37,6 +37,21 @@ def test_evaluation_plots_are_valid_pngs(tmp_path):
     assert plots.plot_training_curves([{"step": 1, "learning_rate": 0.1}], str(tmp_path / "none.png")) is None
 
 
+def test_a_failed_save_leaves_the_previous_figure_whole(tmp_path, monkeypatch):
+    path = tmp_path / "roc.png"
+    path.write_bytes(b"the previous figure")
+    fig, _ = plt.subplots()
+
+    def crash(self, target, *args, **kwargs):
+        Path(target).write_bytes(b"half a PNG")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(fig), "savefig", crash)
+    with pytest.raises(OSError, match="disk full"):
+        plots.save_figure(fig, str(path))
+    assert path.read_bytes() == b"the previous figure" and [p.name for p in tmp_path.iterdir()] == ["roc.png"]
+
+
 def test_finetune_logs_to_tensorboard_and_writes_embedded_plots(table, common_args, tmp_path):
     budget = ["--max_steps", "4", "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps"]
     budget += ["--save_steps", "2", "--report_to", "tensorboard", "--ctr_mode", "joint", "--embedding_dim", "4"]

@@ -203,6 +203,10 @@ def test_label_efficiency_compares_flip_id_with_dcnv2_at_the_same_fraction(quali
     flip_line = views.label_efficiency_table(suite).splitlines()[3]
     expected = "0.6710 ± 0.0010 (3); vs DCNv2: beats (+0.0200, 2 std = 0.0020); paired by seed: +0.0200 ± 0.0000"
     assert flip_line == f"| FLIP_ID-DCNv2 | {expected} | - |"
+    plots = load_benchmark("plots")  # the figure comes from plots.py; views.py only writes Markdown
+    figure = tmp_path / "figures" / "quality_label_efficiency.png"
+    assert plots.plot_label_efficiency(suite, figure) and figure.read_bytes().startswith(b"\x89PNG")
+    assert not plots.plot_label_efficiency(quality.Suite("d", "t", str(tmp_path / "none"), []), figure)
 
 
 def test_readme_table_keeps_one_row_per_model_chosen_on_validation(quality, tmp_path):

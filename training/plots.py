@@ -27,6 +27,8 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from processing.atomic_io import atomic_file
+
 from .ctr_metrics import sigmoid
 
 TRAINING_CURVES_NAME = "training_curves.png"
@@ -59,13 +61,17 @@ def draw_calibration(ax, labels: Sequence[float], probs: Sequence[float], name: 
 
 
 def save_figure(fig, path: str, dpi: int = 110) -> str:
-    """Grid and legend (where there are labels) on every axis, tight layout, save to `path`, close the figure."""
+    """Grid and legend (where there are labels) on every axis with data, tight layout, save to `path` atomically (a
+    reader never sees a half-written PNG), close the figure."""
     for ax in fig.axes:
+        if not ax.axison:
+            continue
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with atomic_file(path) as tmp_path:
+        fig.savefig(tmp_path, dpi=dpi)
     plt.close(fig)
     return path
 
