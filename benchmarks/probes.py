@@ -8,6 +8,10 @@ their grid point chosen on validation and at the point that keeps the pretrained
 a random table of the same shape (the control). The score is the balanced accuracy of a logistic regression,
 5-fold cross-validated over the ids seen in train (chance = 1 / number of classes, whatever their sizes).
 
+The scores of every probed model are recorded under `RECORDS_DIR/probes/` (its path under `--output_dir`, as
+`.json`, with the sha256 of the table they were read from), tracked in git like the cells: a model still on this
+machine is probed again only when its table changed; a model gone from it keeps its recorded scores.
+
     python benchmarks/probes.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \
         [--write_results benchmarks/RESULTS.md]
 """
@@ -15,6 +19,7 @@ a random table of the same shape (the control). The score is the balanced accura
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -25,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality
 
+from processing.atomic_io import write_json
 from processing.schema import NUM_RESERVED_IDS
 
 PROBES = (("movie_id", "genre"), ("user_id", "gender"), ("user_id", "occupation"))
@@ -98,6 +104,7 @@ class Source(NamedTuple):
     data: str  # the prepared folder whose train split gives the ids and their attributes
     folders: list[Path]  # one saved model per seed
     validation_auc: float | None = None  # mean over the seeds; None for a pretraining checkpoint
+    epoch: int | None = None  # the pretraining epoch of a pretraining checkpoint
 
 
 def sources(suite: quality.Suite) -> list[Source]:
@@ -106,9 +113,12 @@ def sources(suite: quality.Suite) -> list[Source]:
     the table that keeps what pretraining wrote score higher on validation?"""
     found = []
     for key, spec in suite.pretrainings.items():
-        data = quality.prepared_data(suite, spec.split, spec.prompt_hidden_fields)
-        for epoch, checkpoint in quality.epoch_checkpoints(quality.pretraining_dir(suite, key)).items():
-            found.append(Source(f"`{key}` epoch {epoch} (pretrained)", "-", data, [checkpoint]))
+        folder = quality.pretraining_dir(suite, key)
+        checkpoints = recorded_checkpoints(suite, folder) | quality.epoch_checkpoints(folder)
+        if checkpoints:
+            data = quality.prepared_data(suite, spec.split, spec.prompt_hidden_fields)
+        for epoch, checkpoint in sorted(checkpoints.items()):
+            found.append(Source(f"`{key}` epoch {epoch} (pretrained)", "-", data, [checkpoint], epoch=epoch))
     cells = quality.load_cells(suite)
     for name, chosen in quality.chosen_points(suite, cells).items():
         row = suite.row(name)
@@ -131,12 +141,56 @@ def sources(suite: quality.Suite) -> list[Source]:
     return found
 
 
+def probe_record_path(suite: quality.Suite, model: Path) -> Path:
+    """The probe record of the saved model `model` (a folder under the suite's `output_dir`): the same relative
+    path under the suite's records, in `probes/`, as `.json`."""
+    return suite.records / "probes" / f"{Path(model).relative_to(suite.output_dir)}.json"
+
+
+def recorded_checkpoints(suite: quality.Suite, pretraining: Path) -> dict[int, Path]:
+    """{epoch: checkpoint folder} of the epoch checkpoints of `pretraining` that have a probe record, whether or
+    not the checkpoint is still on this machine."""
+    records = probe_record_path(suite, pretraining).with_suffix("").glob("checkpoint-*.json")
+    return {json.loads(path.read_text())["epoch"]: pretraining / path.stem for path in records}
+
+
+def model_probes(suite: quality.Suite, model: Path, train_ids: np.ndarray, epoch: int | None = None) -> dict | None:
+    """The probe record of the saved model `model` ({"scores": one per `PROBES`, "table_sha256", "table_shape",
+    "offsets", "names", "epoch"}): the recorded one when it was read from the same table (or when the model is not
+    on this machine), else the model is probed and its record written. None when there is neither."""
+    path = probe_record_path(suite, model)
+    record = json.loads(path.read_text()) if path.is_file() else None
+    if not (Path(model) / "model.safetensors").is_file():
+        return record
+    table, offsets, names = embedding_table(Path(model))
+    digest = hashlib.sha256(table.tobytes()).hexdigest()
+    probes = [list(probe) for probe in PROBES]
+    if record and record["table_sha256"] == digest and record["probes"] == probes:
+        return record
+    record = {"probes": probes, "scores": probe_scores(table, offsets, names, train_ids), "table_sha256": digest}
+    record |= {"table_shape": list(table.shape), "offsets": offsets, "names": names, "epoch": epoch}
+    write_json(path, record)
+    return record
+
+
 def format_scores(values: list[list[float]]) -> list[str]:
     """Per probe, the mean (± std over the folders when there are several) of `values` (folders, probes)."""
     values = np.asarray(values)
     if len(values) == 1:
         return [f"{v:.3f}" for v in values[0]]
     return [f"{m:.3f} ± {s:.3f}" for m, s in zip(values.mean(0), values.std(0, ddof=1))]
+
+
+def control_lines(record: dict, train_ids: np.ndarray) -> list[str]:
+    """The table's control lines: the chance level of every probe, and the scores of a random normal table of the
+    shape of the probe `record`'s table."""
+    noise = np.random.default_rng(0).normal(size=record["table_shape"])
+    noise_scores = probe_scores(noise, record["offsets"], record["names"], train_ids)
+    chance = chance_levels(record["names"], train_ids)
+    return [
+        f"| chance (1 / classes) | - | {' | '.join(f'{c:.3f}' for c in chance)} | - | - |",
+        f"| random table | - | {' | '.join(format_scores([noise_scores]))} | - | 1 |",
+    ]
 
 
 def probe_table(suite: quality.Suite) -> str:
@@ -146,18 +200,19 @@ def probe_table(suite: quality.Suite) -> str:
     if not found:
         return "(no model to probe yet)"
     field_ids = {data: quality.split_field_ids(data, "train") for data in {source.data for source in found}}
-    lines = []
+    lines, controls = [], []
     for source in found:
-        scores = [probe_scores(*embedding_table(folder), field_ids[source.data]) for folder in source.folders]
+        train_ids = field_ids[source.data]
+        records = [model_probes(suite, folder, train_ids, source.epoch) for folder in source.folders]
+        records = [record for record in records if record is not None]
+        if not records:
+            continue
+        controls = controls or control_lines(records[0], train_ids)
         auc = "-" if source.validation_auc is None else f"{source.validation_auc:.4f}"
-        cells = [source.label, source.grid_point, *format_scores(scores), auc, str(len(source.folders))]
-        lines.append(f"| {' | '.join(cells)} |")
-    (table, offsets, names), train_ids = embedding_table(found[0].folders[0]), field_ids[found[0].data]
-    noise = probe_scores(np.random.default_rng(0).normal(size=table.shape), offsets, names, train_ids)
-    controls = [
-        f"| chance (1 / classes) | - | {' | '.join(f'{c:.3f}' for c in chance_levels(names, train_ids))} | - | - |",
-        f"| random table | - | {' | '.join(format_scores([noise]))} | - | 1 |",
-    ]
+        scores = format_scores([record["scores"] for record in records])
+        lines.append(f"| {' | '.join([source.label, source.grid_point, *scores, auc, str(len(records))])} |")
+    if not lines:
+        return "(no model on this machine and no probe record yet)"
     header = " | ".join(f"{key} -> {target}" for key, target in PROBES)
     return "\n".join(
         [

@@ -378,3 +378,48 @@ def test_probes_take_the_point_chosen_on_validation_and_the_complete_keeping_poi
     kept = found["DCNv2 (finetuned)", keep.label]
     assert kept.validation_auc == pytest.approx(0.67) and kept.data == "data-time"
     assert kept.folders == [Path(quality.run_dir(suite, rows[0], keep, seed)) for seed in (0, 1)]
+
+
+def test_probe_scores_are_recorded_reused_and_outlive_the_models(probes, tmp_path, monkeypatch):
+    """The first table probes every epoch checkpoint and records its scores; a second one reads the records
+    (nothing is probed again) until a table's bytes change; with the models gone the table is the same."""
+    from safetensors.torch import save_file
+
+    quality = probes.quality
+    rng = np.random.default_rng(0)
+    names, sizes, num_users = ["gender", "user_id", "occupation"], [4, 202, 6], 200
+    classes = rng.integers(2, 6, num_users)
+    rows = np.stack([np.full(num_users, 2), np.arange(2, 2 + num_users), classes], axis=1)
+    pretraining = quality.Pretraining("flip", quality.TextModel("t"))
+    records = str(tmp_path / "rec")
+    suite = quality.Suite("d", "t", str(tmp_path / "out"), [], {"flip": pretraining}, records_dir=records)
+    for epoch, signal in ((1, 0.0), (2, 1.0)):  # epoch 2's user rows encode the occupation
+        table = rng.normal(size=(sum(sizes), 8))
+        table[6 : 6 + num_users] += signal * 5 * rng.normal(size=(4, 8))[classes - 2]
+        checkpoint = quality.pretraining_dir(suite, "flip") / f"checkpoint-{epoch * 10}"
+        checkpoint.mkdir(parents=True)
+        save_file({probes.TABLE: torch.tensor(table, dtype=torch.float32)}, str(checkpoint / "model.safetensors"))
+        (checkpoint / "config.json").write_text(json.dumps({"field_vocab_sizes": sizes, "field_names": names}))
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"epoch": float(epoch)}))
+    monkeypatch.setattr(probes, "PROBES", (("user_id", "occupation"),))
+    monkeypatch.setattr(quality, "prepared_data", lambda *args: "data")
+    monkeypatch.setattr(quality, "split_field_ids", lambda data, split: rows)
+
+    table = probes.probe_table(suite)
+    lines = table.splitlines()
+    assert [line.split(" | ")[0] for line in lines[4:]] == [f"| `flip` epoch {k} (pretrained)" for k in (1, 2)]
+    noise_epoch, signal_epoch = (float(line.split(" | ")[2]) for line in lines[4:])
+    assert noise_epoch < 0.5 and signal_epoch > 0.9
+    recorded = sorted(path.name for path in (tmp_path / "rec" / "probes" / "pretrain" / "flip").iterdir())
+    assert recorded == ["checkpoint-10.json", "checkpoint-20.json"]
+
+    real_scores, probed = probes.probe_scores, []
+    monkeypatch.setattr(probes, "probe_scores", lambda *args: probed.append(1) or real_scores(*args))
+    assert probes.probe_table(suite) == table and len(probed) == 1  # only the random-table control is probed
+    weights = quality.pretraining_dir(suite, "flip") / "checkpoint-10" / "model.safetensors"
+    save_file({probes.TABLE: torch.zeros(sum(sizes), 8)}, str(weights))  # another table: probed again
+    assert probes.probe_table(suite) != table and len(probed) == 3
+    save_file({probes.TABLE: torch.tensor(rng.normal(size=(sum(sizes), 8)), dtype=torch.float32)}, str(weights))
+    table = probes.probe_table(suite)
+    shutil.rmtree(suite.output_dir)  # a new machine
+    assert probes.probe_table(suite) == table
