@@ -17,10 +17,10 @@ message, not failed.
 Every finished cell is a JSON record under `RECORDS_DIR/cells/<row>/<grid point>/seed<k>.json`; rerunning skips
 finished cells. Each pretraining segment updates `RECORDS_DIR/pretraining/<key>.json` (segments, log history). The
 records hold every number of the quality tables and are tracked in git (`benchmarks/quality_records/`), so a machine
-that loses `OUTPUT_DIR` (checkpoints, finetuned models, the ID rows' test probabilities `.npz` that the slices, the
-plots and the probes read) loses no number of those tables. Early stopping and checkpoint selection use the
-validation split only (the library's finetune script); the grid point of a row is chosen on the mean **validation**
-AUC over its seeds; the test split is scored once per cell.
+that loses `OUTPUT_DIR` (checkpoints, finetuned models, the ID rows' test probabilities `.npz` that the slices and
+the ROC plots read) loses no number of those tables; `benchmarks/probes.py` records its scores there too. Early
+stopping and checkpoint selection use the validation split only (the library's finetune script); the grid point of a
+row is chosen on the mean **validation** AUC over its seeds; the test split is scored once per cell.
 """
 
 from __future__ import annotations
