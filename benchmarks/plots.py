@@ -159,7 +159,7 @@ def plot_roc_calibration(suite: quality.Suite, path: Path, seed: int = 0) -> boo
     for name in (quality.BASE_ROW, best_flip):
         row = suite.row(name)
         point = next(point for point in row.grid if point.label == cells[name][0]["grid_point"])
-        npz = quality.scores_path(suite, row, point, seed)
+        npz = quality.predictions_path(suite, row, point, seed)
         if not npz.is_file():
             return False
         scores[name] = np.load(npz)

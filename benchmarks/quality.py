@@ -17,7 +17,7 @@ message, not failed.
 Every finished cell is a JSON record under `RECORDS_DIR/cells/<row>/<grid point>/seed<k>.json`; rerunning skips
 finished cells. Each pretraining segment updates `RECORDS_DIR/pretraining/<key>.json` (segments, log history). The
 records hold every number of the quality tables and are tracked in git (`benchmarks/quality_records/`), so a machine
-that loses `OUTPUT_DIR` (checkpoints, finetuned models, the ID rows' test probabilities `.npz` that the slices and
+that loses `OUTPUT_DIR` (checkpoints, finetuned models, every cell's test probabilities `.npz` that the slices and
 the ROC plots read) loses no number of those tables; `benchmarks/probes.py` records its scores there too. Early
 stopping and checkpoint selection use the validation split only (the library's finetune script); the grid point of a
 row is chosen on the mean **validation** AUC over its seeds; the test split is scored once per cell.
@@ -47,6 +47,7 @@ from processing.atomic_io import atomic_file, write_json  # noqa: E402
 from training import finetune, pretrain  # noqa: E402
 from training.arguments import DataArguments, ModelArguments  # noqa: E402
 from training.ctr_metrics import rela_impr  # noqa: E402
+from training.run_output import predictions_name  # noqa: E402
 
 QUALITY_CONFIGS = Path(__file__).resolve().parent / "quality_configs"
 PRETRAIN_CONFIG = str(QUALITY_CONFIGS / "pretrain_reference_cpu.yaml")
@@ -483,50 +484,26 @@ def cell_path(suite: Suite, row: Row, point: GridPoint, seed: int) -> Path:
     return suite.records / "cells" / slugify(row.name) / point.slug / f"seed{seed}.json"
 
 
-def scores_path(suite: Suite, row: Row, point: GridPoint, seed: int) -> Path:
-    """The test labels and click probabilities of one ID cell (`.npz`, an artefact under `output_dir`)."""
-    return Path(suite.output_dir, "scores", slugify(row.name), point.slug, f"seed{seed}.npz")
-
-
 def run_dir(suite: Suite, row: Row, point: GridPoint, seed: int) -> str:
     """Where `training.finetune` writes the best model of one cell."""
     return os.path.join(suite.output_dir, "runs", slugify(row.name), point.slug, f"seed{seed}")
 
 
-def score_test(model_dir: str, data: str) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, click probabilities) of the saved best model on the test split (the plots' ROC / calibration)."""
-    from datasets import load_from_disk
-
-    from modeling_flip import FlipForCTR
-    from processing import FlipProcessor
-    from processing.collators import DataCollatorForCTR
-    from training.ctr_metrics import sigmoid
-    from training.scoring import predict_logits
-
-    model = FlipForCTR.from_pretrained(model_dir)
-    test = load_from_disk(data)["test"]
-    collator = DataCollatorForCTR(
-        FlipProcessor.from_pretrained(data).tokenizer, include_text=model.config.ctr_mode != "id"
-    )
-    probs = sigmoid(predict_logits(model, test, collator, batch_size=512, description="test", device="cpu"))
-    return np.asarray(test["labels"]), probs
+def predictions_path(suite: Suite, row: Row, point: GridPoint, seed: int) -> Path:
+    """The test labels and click probabilities of one cell (`.npz`, written by the finetune script into its run)."""
+    return Path(run_dir(suite, row, point, seed), predictions_name("test"))
 
 
 def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, init_from: Path | None) -> dict:
     """Finetune one (row, grid point, seed) and write its record (JSON): the metrics, the validation AUC after each
-    epoch and, for a pretrained ID row, `tower_drift`. ID rows also keep their test probabilities (`scores_path`,
-    for the slices and the ROC / calibration plots)."""
+    epoch and, for a pretrained ID row, `tower_drift`. The run folder keeps the test probabilities
+    (`predictions_path`, for the slices and the ROC / calibration plots)."""
     out = run_dir(suite, row, point, seed)
     argv = finetune_argv(suite, row, point, seed, data, init_from, out)
     hw = hardware()
     results = finetune.main(argv)
     for checkpoint in Path(out).glob("checkpoint-*"):  # the final folder holds the best model
         shutil.rmtree(checkpoint, ignore_errors=True)
-    if row.mode == "id":
-        labels, probs = score_test(out, data)
-        scores = scores_path(suite, row, point, seed)
-        scores.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(scores, labels=labels, probs=probs)
     history = json.loads(Path(out, "trainer_state.json").read_text())["log_history"]
     record = {
         "row": row.name,

@@ -58,7 +58,7 @@ def test_scores(suite: quality.Suite, records: list[dict]) -> tuple[np.ndarray, 
     """(labels (N,), probabilities (seeds, N)) of one row's chosen cells, from their `.npz`; None if one is missing."""
     row = suite.row(records[0]["row"])
     point = next(point for point in row.grid if point.label == records[0]["grid_point"])
-    paths = [quality.scores_path(suite, row, point, record["seed"]) for record in records]
+    paths = [quality.predictions_path(suite, row, point, record["seed"]) for record in records]
     if not all(path.is_file() for path in paths):
         return None
     scores = [np.load(path) for path in paths]

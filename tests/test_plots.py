@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from tests import test_training
 from training import evaluate, plots
@@ -64,6 +65,9 @@ def test_finetune_logs_to_tensorboard_and_writes_embedded_plots(table, common_ar
     for name in ("roc_test.png", "calibration_test.png", plots.TRAINING_CURVES_NAME):
         assert_valid_png(run / name)
         assert f"]({name})" in (run / "README.md").read_text()
+    predictions = np.load(run / "predictions_test.npz")  # the test pass's probabilities, in row order
+    assert len(predictions["probs"]) == results["test_rows"] and predictions["labels"].dtype == np.uint8
+    assert roc_auc_score(predictions["labels"], predictions["probs"]) == pytest.approx(results["test"]["test_auc"])
     eval_dir = tmp_path / "eval"
     record = evaluate.main([str(run), "--dataset", table, "--output_file", str(eval_dir / "metrics.json")])
     assert record["test_auc"] == pytest.approx(results["test"]["test_auc"], abs=1e-6)

@@ -112,10 +112,11 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
         assert record["argv"][start : start + 6] == subset
     text_config = json.loads((pretrained / "config.json").read_text())["text_config"]
     assert text_config["num_hidden_layers"] == 1  # the truncated encoder was pretrained
-    row, point = suite.row("DCNv2"), quality.REFERENCE
-    for record in cells["DCNv2"]["reference"]:  # the cached test probabilities reproduce the script's test AUC
-        saved = np.load(quality.scores_path(suite, row, point, record["seed"]))
-        assert auc(saved["labels"], saved["probs"]) == pytest.approx(record["test_auc"], abs=1e-6)
+    for name in ("DCNv2", "PLM-only"):  # every mode's test probabilities reproduce the script's test AUC
+        for record in cells[name]["reference"]:
+            saved = np.load(quality.predictions_path(suite, suite.row(name), quality.REFERENCE, record["seed"]))
+            assert len(saved["labels"]) == record["test_rows"]
+            assert auc(saved["labels"], saved["probs"]) == pytest.approx(record["test_auc"], abs=1e-6)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")

@@ -14,7 +14,8 @@
 Early stopping and the best checkpoint use the **validation** AUC; the best model is then evaluated once on the
 test split. `output_dir` ends up holding the final model (LoRA merged), processor, code files, README.md (model
 card) and `results.json` (validation + test AUC/LogLoss, wall time, command, hardware), plus `roc_test.png`,
-`calibration_test.png` and `training_curves.png` (loss components, validation AUC/LogLoss, joint alpha).
+`calibration_test.png`, `training_curves.png` (loss components, validation AUC/LogLoss, joint alpha) and
+`predictions_test.npz` (the test labels and click probabilities, in row order).
 `--report_to tensorboard` also logs every value to TensorBoard under `output_dir/runs` (`pip install
 'flip-ctr[tensorboard]'`).
 `--use_lora` adapts only the text tower; `--push_to_hub --hub_model_id user/repo` publishes the folder.
@@ -44,7 +45,7 @@ from .data import check_prompt_matches, dataset_name, load_data
 from .lora import apply_lora
 from .model_builder import build_model
 from .plots import PredictionRecorder, write_evaluation_plots
-from .run_output import best_validation_metrics, run_record, save_run
+from .run_output import best_validation_metrics, run_record, save_predictions, save_run
 from .trainer import FlipTrainer
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, FlipTrainingArguments)
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
     test = trainer.evaluate(data["test"], ignore_keys=NON_LOGIT_OUTPUTS, metric_key_prefix="test")
     if trainer.is_world_process_zero():  # roc_test.png, calibration_test.png (the card embeds them)
         write_evaluation_plots(args.output_dir, test_scores.labels, test_scores.probs, "test", log_history=[])
+        save_predictions(args.output_dir, "test", test_scores.labels, test_scores.probs)
     config = trainer.model.config
     name = "FLIP" if model_args.init_from else "baseline"
     card = CardInfo(

@@ -1,5 +1,6 @@
 """What a finished training run leaves behind: its record for `results.json` (validation metrics, wall time,
-command, hardware) and the final, Hub-ready `output_dir`."""
+command, hardware), the click probabilities of its test pass (`predictions_test.npz`) and the final, Hub-ready
+`output_dir`."""
 
 import dataclasses
 import os
@@ -9,11 +10,12 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers.trainer import TRAINER_STATE_NAME
 
-from processing.atomic_io import write_json
+from processing.atomic_io import atomic_file, write_json
 
 from .arguments import LoraArguments
 from .card import CardInfo, example_row
@@ -21,6 +23,21 @@ from .hub import push_to_hub, save_for_hub
 from .lora import unwrap_lora
 
 RESULTS_NAME = "results.json"
+
+
+def predictions_name(split: str) -> str:
+    return f"predictions_{split}.npz"
+
+
+def save_predictions(folder: str, split: str, labels: np.ndarray, probs: np.ndarray) -> str:
+    """`folder/predictions_<split>.npz`, written atomically: `labels` (N,) as uint8 and the click probabilities
+    `probs` (N,) as float32, in the split's row order, so that slices of the split, paired significance tests and
+    plots need no second pass over the model. Returns its path."""
+    path = os.path.join(folder, predictions_name(split))
+    labels = np.asarray(labels).reshape(-1).astype(np.uint8)
+    with atomic_file(path) as tmp_path:
+        np.savez_compressed(tmp_path, labels=labels, probs=np.asarray(probs, dtype=np.float32).reshape(-1))
+    return path
 
 
 def hardware_description() -> str:
