@@ -115,8 +115,9 @@ def sources(suite: quality.Suite) -> list[Source]:
     for key, spec in suite.pretrainings.items():
         folder = quality.pretraining_dir(suite, key)
         checkpoints = recorded_checkpoints(suite, folder) | quality.epoch_checkpoints(folder)
-        if checkpoints:
-            data = quality.prepared_data(suite, spec.split, spec.prompt_hidden_fields)
+        if not checkpoints:  # nothing to probe: do not prepare its data
+            continue
+        data = quality.prepared_data(suite, spec.split, spec.prompt_hidden_fields)
         for epoch, checkpoint in sorted(checkpoints.items()):
             found.append(Source(f"`{key}` epoch {epoch} (pretrained)", "-", data, [checkpoint], epoch=epoch))
     cells = quality.load_cells(suite)

@@ -60,7 +60,7 @@ def draw_calibration(ax, labels: Sequence[float], probs: Sequence[float], name: 
     ax.set(xlabel="mean predicted click probability", ylabel="observed click rate")
 
 
-def save_figure(fig, path: str, dpi: int = 110) -> str:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str | os.PathLike:
     """Grid and legend (where there are labels) on every axis with data, tight layout, save to `path` atomically (a
     reader never sees a half-written PNG), close the figure."""
     for ax in fig.axes:
