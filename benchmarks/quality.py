@@ -11,8 +11,9 @@ cached per cell, aggregated into Markdown tables.
 
 Pretrainings run only through `pretrain`, never implicitly: they take hours on a CPU, checkpoint every epoch and
 resume where they stopped (a session's end kills its processes: `--max_minutes` ends a segment before, at a
-mid-epoch checkpoint). A finetuning cell whose pretraining (or the epoch it names) is not there yet is skipped with a
-message, not failed.
+mid-epoch checkpoint). On a CPU, start them with `OMP_NUM_THREADS=1` and tcmalloc preloaded
+(`LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`: 1.12x, `benchmarks/allocators.py`). A
+finetuning cell whose pretraining (or the epoch it names) is not there yet is skipped with a message, not failed.
 
 Every finished cell is a JSON record under `RECORDS_DIR/cells/<row>/<grid point>/seed<k>.json`; rerunning skips
 finished cells. Each pretraining segment updates `RECORDS_DIR/pretraining/<key>.json` (segments, log history). The

@@ -3,6 +3,7 @@
 round-trips, the no-sklearn AUC matches scikit-learn."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests._data_fixtures import ml_rows, ml_schema
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import allocators  # noqa: E402
 import bench_data  # noqa: E402
 import gpu_quality  # noqa: E402
 import throughput  # noqa: E402
@@ -157,6 +159,41 @@ def test_speed_ratios_are_taken_round_by_round():
     rates = {"FLIP": {"wall": [10.0, 20.0, 30.0]}, "plain": {"wall": [5.0, 5.0, 30.0]}}
     ratios = throughput.compare(rates, {"flip": "FLIP"})["plain"]["vs_flip_wall"]
     assert ratios == {"median": 0.5, "min": 0.25, "max": 1.0}  # rounds 5/10, 5/20, 30/30; not 40/60
+
+
+def test_allocator_children_run_the_flip_step_and_ratios_are_per_round(data, setup, tmp_path, monkeypatch):
+    """A real child process (glibc) measures the FLIP step from a bundle; a library that is not on the machine is
+    named as missing, not measured; each allocator's ratio is to the same round's glibc child."""
+    data.text_model_path = setup.text_model_path
+    bundle = bench_data.write_bundle(data, tmp_path / "bundle")
+    missing = allocators.Allocator("absent", "libnot-an-allocator.so.9", {"MALLOC_CONF": "x"})
+    monkeypatch.setattr(allocators, "ALLOCATORS", (allocators.GLIBC, missing))
+    output = tmp_path / "RESULTS.md"
+    flags = ["--bundle", str(bundle), "--text_model", setup.text_model_path, "--batch_size", "4", "--steps", "1"]
+    results = allocators.main(["--rounds", "1", "--repeats", "1", "--warmup", "1", "--output", str(output), *flags])
+    assert list(results) == [allocators.GLIBC.name] and results[allocators.GLIBC.name]["cpu"]["median"] > 0
+    text = output.read_text()
+    assert "Not found here: libnot-an-allocator.so.9" in text and "| glibc malloc (default) |" in text
+
+    env = missing.environment("/lib/x.so")
+    assert env["LD_PRELOAD"] == "/lib/x.so" and env["MALLOC_CONF"] == "x" and env["OMP_NUM_THREADS"] == "1"
+    assert allocators.GLIBC.environment(None).get("LD_PRELOAD") == os.environ.get("LD_PRELOAD")  # nothing added
+
+    fast = allocators.Allocator("fast", "libfast.so")
+    per_round = {("glibc", 0): (10.0, 5.0), ("fast", 0): (20.0, 10.0), ("glibc", 1): (40.0, 20.0)}
+    per_round[("fast", 1)] = (40.0, 20.0)
+    calls = []
+
+    def fake_child(allocator, library_path, throughput_args):
+        key = ("glibc" if allocator is allocators.GLIBC else "fast", len(calls) // 2)
+        calls.append((allocator.name, library_path))
+        wall, cpu = per_round[key]
+        return {"wall": wall, "cpu": cpu}
+
+    monkeypatch.setattr(allocators, "child_rates", fake_child)
+    ratios = allocators.measure([(allocators.GLIBC, None), (fast, "/lib/libfast.so")], 2, [])["fast"]
+    assert ratios["vs_glibc_cpu"] == {"median": 1.5, "min": 1.0, "max": 2.0}  # rounds 10/5, 20/20; not 30/25
+    assert calls[2:] == [("fast", "/lib/libfast.so"), (allocators.GLIBC.name, None)]  # round 2 starts elsewhere
 
 
 def test_rank_auc_matches_sklearn():
