@@ -3,12 +3,13 @@
     python benchmarks/allocators.py --text_model outputs/quality/text_models/model-L2 --batch_size 256 \
         --output benchmarks/RESULTS.md
 
-The allocator is chosen when a process starts (`LD_PRELOAD`), so each contender is a child process running
-`throughput.py --sections pretrain` (the same step, batches and timing as the throughput benchmark, start-up
-excluded). The children run in interleaved rounds (rotating order); a round's ratios compare its children with that
-round's glibc child. On glibc, tensors over the mmap threshold (32 MiB at most: the MLM logits, the word-embedding
-gradient) are mapped and unmapped at every step, and every fresh page is zeroed by the kernel; an allocator that
-keeps freed memory avoids both. The numerics do not change (only where tensors live).
+The allocator is chosen when a process starts (`LD_PRELOAD`), so each contender is a child process (this script with
+`--child`) that times `throughput.py`'s FLIP pretraining step alone (the same step, batches and timing as the
+throughput benchmark, start-up and warm-up excluded). The children run in interleaved rounds (rotating order); a
+round's ratios compare its children with that round's glibc child. On glibc, tensors over the mmap threshold (32 MiB
+at most: the MLM logits, the word-embedding gradient) are mapped and unmapped at every step, and every fresh page is
+zeroed by the kernel; an allocator that keeps freed memory avoids both.
+The numerics do not change (only where tensors live).
 """
 
 from __future__ import annotations
@@ -89,20 +90,10 @@ def measure(allocators: list[tuple[Allocator, str | None]], rounds: int, through
             print(f"[allocators] round {round_index + 1}: {allocator.name}", file=sys.stderr, flush=True)
             for clock, rate in child_rates(allocator, library_path, throughput_args).items():
                 rates[allocator.name][clock].append(rate)
-    base = rates[GLIBC.name]
-    return {
-        name: {
-            **{clock: throughput.summary(values) for clock, values in clocks.items()},
-            **{f"vs_glibc_{clock}": throughput.ratio_summary(values, base[clock]) for clock, values in clocks.items()},
-        }
-        for name, clocks in rates.items()
-    }
+    return throughput.compare(rates, {"glibc": GLIBC.name})
 
 
 def markdown(results: dict, meta: dict) -> str:
-    def fmt(stats: dict[str, float], digits: int) -> str:
-        return f"{stats['median']:.{digits}f} [{stats['min']:.{digits}f}, {stats['max']:.{digits}f}]"
-
     lines = [
         "### CPU fp32: memory allocators for the FLIP pretraining step",
         "",
@@ -116,6 +107,7 @@ def markdown(results: dict, meta: dict) -> str:
         "| allocator | samples/s | vs glibc | samples per CPU-s | vs glibc (CPU time) |",
         "|---|---|---|---|---|",
     ]
+    fmt = throughput._fmt  # "median [min, max]"
     for name, stats in results.items():
         lines.append(
             f"| {name} | {fmt(stats['wall'], 1)} | {fmt(stats['vs_glibc_wall'], 2)} | {fmt(stats['cpu'], 1)} | "

@@ -180,8 +180,12 @@ def test_allocator_children_run_the_flip_step_and_ratios_are_per_round(data, set
     assert allocators.GLIBC.environment(None).get("LD_PRELOAD") == os.environ.get("LD_PRELOAD")  # nothing added
 
     fast = allocators.Allocator("fast", "libfast.so")
-    per_round = {("glibc", 0): (10.0, 5.0), ("fast", 0): (20.0, 10.0), ("glibc", 1): (40.0, 20.0)}
-    per_round[("fast", 1)] = (40.0, 20.0)
+    per_round = {
+        ("glibc", 0): (10.0, 5.0),
+        ("fast", 0): (20.0, 10.0),
+        ("glibc", 1): (40.0, 20.0),
+        ("fast", 1): (40.0, 20.0),
+    }
     calls = []
 
     def fake_child(allocator, library_path, throughput_args):
