@@ -46,7 +46,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/quality.py` from anywhere
 
 from processing.atomic_io import atomic_file, write_json  # noqa: E402
 from training import finetune, pretrain  # noqa: E402
-from training.arguments import DataArguments, ModelArguments  # noqa: E402
+from training.arguments import DataArguments, ModelArguments, cpu_has_native_bf16  # noqa: E402
 from training.ctr_metrics import rela_impr  # noqa: E402
 from training.run_output import predictions_name  # noqa: E402
 
@@ -108,8 +108,9 @@ class TextModel:
 @dataclass(frozen=True)
 class Pretraining:
     """One FLIP pretraining run (`config` + `args`) on the train rows of `split`, shared by the finetuning rows that
-    name its key; `stop_after_epochs` ends a run early (its schedule still spans the config's epochs);
-    `prompt_hidden_fields` leaves those fields out of its prompts (its own prepared data)."""
+    name its key; `prompt_hidden_fields` leaves those fields out of its prompts (its own prepared data);
+    `precision` ("fp32" / "bf16") fixes the precision of every segment, where None leaves it to
+    `quality.py pretrain --precision`."""
 
     key: str
     text_model: TextModel
@@ -119,6 +120,7 @@ class Pretraining:
     config: str = PRETRAIN_CONFIG
     split: str = "time"
     prompt_hidden_fields: tuple[str, ...] = ()
+    precision: str | None = None
 
     @property
     def data_flags(self) -> tuple[str, ...]:
@@ -214,6 +216,9 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
         "ref10_hidden_ids": Pretraining(
             "ref10_hidden_ids", MINILM_2, args=MEAN_POOLING, prompt_hidden_fields=("user_id", "movie_id", "zip_code")
         ),
+        # issue #13's bf16 safety check: `ref10`'s first epoch again (same seed, batches and masks) under bf16
+        # autocast, compared step by step with `ref10`'s fp32 losses and by its FLIP_ID row at epoch 1
+        "ref10_bf16": Pretraining("ref10_bf16", MINILM_2, args=MEAN_POOLING, precision="bf16"),
     }
 
     def flip_id_name(epoch: int, key: str = "ref10") -> str:
@@ -274,6 +279,7 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
             grid=JOINT_GRID,
         ),
         *[flip_id(epoch, key="ref10_hidden_ids", grid=ID_GRID) for epoch in (1, 3)],
+        flip_id(1, key="ref10_bf16", grid=ID_GRID),
         Row("DCNv2 (random split)", "id", grid=ID_GRID, split="random"),
         *[flip_id(epoch, key="rand10", grid=ID_GRID, split="random") for epoch in (1, 10)],
     ]
@@ -385,12 +391,17 @@ def latest_trainer_state(folder: Path) -> dict:
 
 
 def run_pretraining(
-    suite: Suite, spec: Pretraining, until_epoch: int | None = None, max_minutes: float | None = None
+    suite: Suite,
+    spec: Pretraining,
+    until_epoch: int | None = None,
+    max_minutes: float | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """Pretrain `spec` with `training.pretrain.main`, resuming from its last checkpoint when a previous segment was
     interrupted or stopped; `until_epoch` ends this segment after that epoch, `max_minutes` once that much training
-    time is spent (at a mid-epoch checkpoint, where the next segment resumes). Each segment updates the record of
-    the pretraining (`pretraining_record_path`)."""
+    time is spent (at a mid-epoch checkpoint, where the next segment resumes); `precision` "bf16" runs the segment
+    under bf16 autocast (weights, gradients and optimizer state stay fp32). Each segment updates the record of the
+    pretraining (`pretraining_record_path`), its precision included."""
     out = pretraining_dir(suite, spec.key)
     reached = max(epoch_checkpoints(out), default=0)
     if pretraining_finished(out) or (until_epoch is not None and reached >= until_epoch):
@@ -406,7 +417,10 @@ def run_pretraining(
         argv += ["--stop_after_epochs", str(until_epoch)]
     if max_minutes is not None:
         argv += ["--max_train_minutes", str(max_minutes)]
-    segment = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hardware": hardware()}
+    precision = spec.precision or precision
+    if precision == "bf16":
+        argv += ["--bf16", "true"]
+    segment = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hardware": hardware(), "precision": precision}
     start = time.time()
     results = pretrain.main(argv)
     segment |= {
@@ -417,6 +431,28 @@ def run_pretraining(
     }
     write_pretraining_record(suite, spec.key, segment, results)
     return out
+
+
+def pretraining_precision(requested: str) -> str:
+    """`quality.py pretrain --precision`: "auto" is bf16 autocast where the CPU has native bf16 (AVX512-BF16 / AMX:
+    1.7x the fp32 step's samples per CPU-second on an EPYC, benchmarks/RESULTS.md) and fp32 elsewhere (emulated
+    bf16 is ~8x slower)."""
+    if requested != "auto":
+        return requested
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def segment_precisions(record: dict) -> str:
+    """The precisions a pretraining's segments ran in, in order, e.g. "fp32 (3 segments), then bf16 (1)"; segments
+    recorded before the field existed ran in fp32."""
+    runs: list[list] = []
+    for segment in record["segments"]:
+        precision = segment.get("precision", "fp32")
+        if runs and runs[-1][0] == precision:
+            runs[-1][1] += 1
+        else:
+            runs.append([precision, 1])
+    return ", then ".join(f"{precision} ({count} segment{'s' * (count > 1)})" for precision, count in runs)
 
 
 def pretraining_record_path(suite: Suite, key: str) -> Path:
@@ -754,8 +790,10 @@ def grid_table(suite: Suite) -> str:
 def pretraining_table(suite: Suite) -> str:
     """One line per pretraining with a record: PLM, flags (with the data options, `data_flags`), epochs and steps
     done, wall time, the last validation ICL / MLM / MTM losses."""
-    header = "| pretraining | PLM | flags | epochs | steps | wall time | val ICL / MLM / MTM | status | hardware |"
-    lines = [header, "|" + "---|" * 9]
+    header = (
+        "| pretraining | PLM | flags | epochs | steps | wall time | val ICL / MLM / MTM | status | precision | hardware |"
+    )
+    lines = [header, "|" + "---|" * 10]
     for key, spec in suite.pretrainings.items():
         record = load_pretraining_record(suite, key)
         if record is None:
@@ -767,7 +805,7 @@ def pretraining_table(suite: Suite) -> str:
         lines.append(
             f"| `{key}` | {spec.text_model.label} | `{' '.join((*spec.args, *spec.data_flags))}` "
             f"| {max(record['epochs_saved'], default=0)} | {record['global_step']} | {record['wall_time_s']:.0f} s "
-            f"| {losses} | {status} | {record['segments'][0]['hardware']} |"
+            f"| {losses} | {status} | {segment_precisions(record)} | {record['segments'][0]['hardware']} |"
         )
     return "\n".join(lines)
 
@@ -900,6 +938,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max_minutes", type=float, default=None, help="pretrain: end each segment after this much training time"
     )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="pretrain: bf16 autocast or fp32 for this segment; auto: bf16 where the CPU has native bf16",
+    )
     parser.add_argument("--rows", default=None, help="run: comma-separated row names (default: all)")
     parser.add_argument("--seeds", default=None, help="run: comma-separated seeds (default: each row's seeds)")
     parser.add_argument("--write_results", default=None, help="table: also write the tables into this file")
@@ -911,9 +955,10 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join([*suite.pretrainings, *(row.name for row in suite.rows)]))
     elif args.command == "pretrain":
         keys = args.keys.split(",") if args.keys else list(suite.pretrainings)
+        precision = pretraining_precision(args.precision)
         for key in keys:
-            print(f"[quality] pretraining {key} ({time.strftime('%H:%M:%S')})", flush=True)
-            run_pretraining(suite, suite.pretrainings[key], args.until_epoch, args.max_minutes)
+            print(f"[quality] pretraining {key} in {precision} ({time.strftime('%H:%M:%S')})", flush=True)
+            run_pretraining(suite, suite.pretrainings[key], args.until_epoch, args.max_minutes, precision)
     elif args.command == "run":
         names = args.rows.split(",") if args.rows else None
         seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None

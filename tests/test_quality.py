@@ -79,7 +79,13 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     assert [segment["resumed_from"] for segment in segments] == [None, str(pretrained / "checkpoint-1")]
     assert quality.run_rows(suite) == []  # the epoch-1 row runs, the final-model row still waits
     assert "FLIP_ID-DCNv2" not in quality.load_cells(suite) and "FLIP_ID-DCNv2 [epoch 1]" in quality.load_cells(suite)
-    assert quality.run_pretraining(suite, suite.pretrainings["flip"]) == pretrained  # resumed to the end
+    argvs = []
+    pretrain_main = quality.pretrain.main
+    monkeypatch.setattr(quality.pretrain, "main", lambda argv: argvs.append(argv) or pretrain_main(argv))
+    assert quality.run_pretraining(suite, suite.pretrainings["flip"], precision="bf16") == pretrained  # to the end
+    assert argvs[0][-2:] == ["--bf16", "true"]  # the last segment ran under bf16 autocast, and its record says so
+    record = quality.load_pretraining_record(suite, "flip")
+    assert quality.segment_precisions(record) == "fp32 (2 segments), then bf16 (1 segment)"
     assert sorted(quality.epoch_checkpoints(pretrained)) == [1, 2] and quality.pretraining_finished(pretrained)
     diagnostics = [line.split(" | ") for line in quality.diagnostics_table(suite, "flip").splitlines()[2:]]
     assert [row[0] for row in diagnostics] == ["| 1", "| 2"]  # one line per epoch, from the logged gradient norms
@@ -294,6 +300,14 @@ def test_pretraining_table_names_the_data_options(quality, tmp_path):
     line = quality.pretraining_table(suite).splitlines()[2]
     assert "| `--text_pooling mean --split random --prompt_hidden_fields user_id zip_code` | 1 | 3 |" in line
     assert "0.500 / 2.000 / 3.000" in line
+    assert "| fp32 (1 segment) |" in line  # a segment recorded before its precision was: fp32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_pretraining_precision_auto_is_bf16_only_on_native_bf16(quality, monkeypatch, native):
+    monkeypatch.setattr(quality, "cpu_has_native_bf16", lambda: native)
+    assert quality.pretraining_precision("auto") == ("bf16" if native else "fp32")
+    assert [quality.pretraining_precision(p) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
 
 
 def test_views_name_rows_of_the_default_suite(quality, views):
