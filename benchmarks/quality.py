@@ -791,7 +791,8 @@ def pretraining_table(suite: Suite) -> str:
     """One line per pretraining with a record: PLM, flags (with the data options, `data_flags`), epochs and steps
     done, wall time, the last validation ICL / MLM / MTM losses."""
     header = (
-        "| pretraining | PLM | flags | epochs | steps | wall time | val ICL / MLM / MTM | status | precision | hardware |"
+        "| pretraining | PLM | flags | epochs | steps | wall time | val ICL / MLM / MTM | status "
+        "| precision | hardware |"
     )
     lines = [header, "|" + "---|" * 10]
     for key, spec in suite.pretrainings.items():
