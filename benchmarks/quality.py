@@ -838,6 +838,40 @@ def diagnostics_table(suite: Suite, key: str) -> str:
     return "\n".join(lines)
 
 
+def precision_table(suite: Suite, reference: str, candidate: str) -> str:
+    """Pretraining `candidate` (the same run as `reference` in another precision) against `reference`, step by step:
+    per loss, the two runs' training losses at the steps both logged (mean and largest relative difference) and
+    their validation losses at the epochs both ended."""
+    keys = (reference, candidate)
+    logged = {key: {e["step"]: e for e in pretraining_history(suite, key) if "loss" in e} for key in keys}
+    evaluated = {
+        key: {
+            round(e["epoch"]): e for e in pretraining_history(suite, key) if "eval_loss" in e and e["epoch"] % 1 == 0
+        }
+        for key in keys
+    }
+    steps = sorted(set(logged[reference]) & set(logged[candidate]))
+    epochs = sorted(set(evaluated[reference]) & set(evaluated[candidate]))
+    header = (
+        f"| loss | steps compared | train: mean of each | mean / max relative difference | val at epoch {epochs}: "
+    )
+    lines = [header + f"`{reference}` / `{candidate}` |", "|---|---|---|---|---|"]
+    for name in ("loss", "icl_loss", "mlm_loss", "mtm_loss"):
+        pairs = [(logged[reference][s].get(name), logged[candidate][s].get(name)) for s in steps]
+        pairs = [(a, b) for a, b in pairs if a and b is not None]
+        relative = [abs(b - a) / abs(a) for a, b in pairs]
+        means = " / ".join(f"{np.mean(side):.4f}" for side in zip(*pairs)) if relative else "-"
+        spread = f"{np.mean(relative):.2%} / {max(relative):.2%}" if relative else "-"
+        val = "; ".join(
+            f"{evaluated[reference][e].get(f'eval_{name}', float('nan')):.4f} / "
+            f"{evaluated[candidate][e].get(f'eval_{name}', float('nan')):.4f}"
+            for e in epochs
+        )
+        compared = f"{len(relative)} ({steps[0]}-{steps[-1]})" if relative else "0"
+        lines.append(f"| {name.removesuffix('_loss')} | {compared} | {means} | {spread} | {val or '-'} |")
+    return "\n".join(lines)
+
+
 def tower_drift(pretrained: Path, finetuned: Path) -> dict[str, float]:
     """How much of a pretrained tabular tower survives finetuning: the mean row norm of the ID-embedding table
     before / after, and the cosine between the pretrained and the finetuned values of the embedding table and of
@@ -978,6 +1012,9 @@ def main(argv: list[str] | None = None) -> None:
                 for key in suite.pretrainings
                 if pretraining_history(suite, key)
             )
+            + "\n\nbf16 autocast vs fp32: `ref10_bf16` is `ref10`'s first epoch again under bf16 autocast (the same "
+            "seed, batches and masks; `precision_table`):\n\n"
+            + precision_table(suite, "ref10", "ref10_bf16")
             + "\n\nHow much of the pretrained tabular tower survives FLIP_ID finetuning (`tower_drift`):\n\n"
             + drift_table(suite)
             + "\n\nValidation AUC during finetuning, reference grid point (mean over the seeds):\n\n"

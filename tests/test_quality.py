@@ -303,6 +303,25 @@ def test_pretraining_table_names_the_data_options(quality, tmp_path):
     assert "| fp32 (1 segment) |" in line  # a segment recorded before its precision was: fp32
 
 
+def test_precision_table_compares_the_steps_and_epochs_both_runs_logged(quality, monkeypatch):
+    def entry(step, loss, icl):
+        return {"step": step, "epoch": step / 10, "loss": loss, "icl_loss": icl, "mlm_loss": 2.0, "mtm_loss": 1.0}
+
+    def evaluation(epoch, loss):
+        return {"epoch": epoch, "eval_loss": loss, "eval_icl_loss": 0.5, "eval_mlm_loss": 2.0, "eval_mtm_loss": 1.0}
+
+    histories = {
+        "fp32": [entry(5, 4.0, 1.0), entry(10, 4.0, 1.0), evaluation(1.0, 3.0), entry(15, 9.0, 1.0)],
+        "bf16": [entry(5, 4.4, 1.0), entry(10, 3.8, 0.5), evaluation(1.0, 3.3), evaluation(1.3, 9.0)],
+    }
+    monkeypatch.setattr(quality, "pretraining_history", lambda suite, key: histories[key])
+    lines = quality.precision_table(None, "fp32", "bf16").splitlines()
+    assert "val at epoch [1]: `fp32` / `bf16`" in lines[0]  # a mid-epoch evaluation (1.3) is not an epoch's
+    assert lines[2] == "| loss | 2 (5-10) | 4.0000 / 4.1000 | 7.50% / 10.00% | 3.0000 / 3.3000 |"  # step 15: fp32 only
+    assert lines[3].startswith("| icl | 2 (5-10) | 1.0000 / 0.7500 | 25.00% / 50.00% |")
+    assert lines[4].startswith("| mlm | 2 (5-10) | 2.0000 / 2.0000 | 0.00% / 0.00% |")
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_pretraining_precision_auto_is_bf16_only_on_native_bf16(quality, monkeypatch, native):
     monkeypatch.setattr(quality, "cpu_has_native_bf16", lambda: native)
