@@ -1,6 +1,10 @@
 """The console end of a run (issue 15 item 14): metrics, each loss component by name, and the saved path."""
 
-from training.run_output import run_summary
+from types import SimpleNamespace
+
+import pytest
+
+from training.run_output import run_summary, saved_model_validation
 
 RUN = {"train_steps": 24, "train_rows_seen": 192, "wall_time_s": 18.0, "output_dir": "out/joint"}
 
@@ -30,3 +34,13 @@ def test_pretraining_summary_names_its_losses():
     validation = {"eval_loss": 3.0, "eval_icl_loss": 1.0, "eval_mlm_loss": 1.5, "eval_mtm_loss": 0.5}
     text = run_summary({**RUN, "stage": "pretraining", "validation": validation})
     assert "  validation: ICL 1.0000  MLM 1.5000  MTM 0.5000" in text and "test" not in text
+
+
+@pytest.mark.parametrize("reloads_best", [True, False])
+def test_saved_model_validation_is_the_saved_models_evaluation(reloads_best):
+    """Pretraining keeps its last epoch while the Trainer still tracks a best step by validation loss: the reported
+    metrics must be those of the model saved."""
+    history = [{"step": 10, "eval_loss": 1.0}, {"step": 15, "loss": 0.9}, {"step": 20, "eval_loss": 1.2}]
+    state = SimpleNamespace(log_history=history, best_global_step=10)
+    trainer = SimpleNamespace(state=state, args=SimpleNamespace(load_best_model_at_end=reloads_best))
+    assert saved_model_validation(trainer) == {"eval_loss": 1.0 if reloads_best else 1.2}

@@ -45,7 +45,7 @@ from .data import check_prompt_matches, dataset_name, load_data
 from .lora import apply_lora
 from .model_builder import build_model
 from .plots import PredictionRecorder, write_evaluation_plots
-from .run_output import best_validation_metrics, run_record, save_predictions, save_run
+from .run_output import run_record, save_predictions, save_run, saved_model_validation
 from .trainer import FlipTrainer
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, FlipTrainingArguments)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
         callbacks=training_callbacks(args),
     )
     trainer.train(resume_from_checkpoint=args.checkpoint_to_resume(), ignore_keys_for_eval=NON_LOGIT_OUTPUTS)
-    validation = best_validation_metrics(trainer, NON_LOGIT_OUTPUTS)
+    validation = saved_model_validation(trainer, NON_LOGIT_OUTPUTS)
     trainer.remove_callback(EarlyStoppingCallback)  # the test pass is not a validation step
     trainer.compute_metrics = test_scores = PredictionRecorder(compute_metrics)  # keeps probabilities for plots
     test = trainer.evaluate(data["test"], ignore_keys=NON_LOGIT_OUTPUTS, metric_key_prefix="test")

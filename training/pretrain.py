@@ -37,7 +37,7 @@ from .card import CardInfo, losses_table
 from .data import check_prompt_matches, dataset_name, load_data
 from .lora import apply_lora
 from .model_builder import build_model
-from .run_output import best_validation_metrics, run_record, save_run
+from .run_output import run_record, save_run, saved_model_validation
 from .trainer import FlipTrainer
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, FlipPretrainingArguments)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.pretrain
         callbacks=training_callbacks(args),
     )
     trainer.train(resume_from_checkpoint=args.checkpoint_to_resume())
-    validation = best_validation_metrics(trainer)
+    validation = saved_model_validation(trainer)
     config = trainer.model.config
     card = CardInfo(
         model_name=f"flip-pretrained-{dataset_name(data_args)}",

@@ -52,9 +52,11 @@ def command_line(prog: str, argv: list[str] | None) -> str:
     return f"{prog} {shlex.join(sys.argv[1:] if argv is None else argv)}".strip()
 
 
-def best_validation_metrics(trainer, ignore_keys: list[str] | None = None) -> dict[str, float]:
-    """Validation metrics of the best (else the last) evaluation, read from the log history: no extra pass."""
-    step = trainer.state.best_global_step
+def saved_model_validation(trainer, ignore_keys: list[str] | None = None) -> dict[str, float]:
+    """Validation metrics of the model the run saves, read from the log history (no extra pass): the best
+    evaluation's when the Trainer reloads the best model at the end, else the last one's (the Trainer tracks a best
+    step by the validation loss even when it keeps the last model, as pretraining does)."""
+    step = trainer.state.best_global_step if trainer.args.load_best_model_at_end else None
     for entry in reversed(trainer.state.log_history):
         if "eval_loss" in entry and (not step or entry.get("step") == step):
             return {key: value for key, value in entry.items() if key.startswith("eval_")}
