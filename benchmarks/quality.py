@@ -27,6 +27,7 @@ row is chosen on the mean **validation** AUC over its seeds; the test split is s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -445,13 +446,8 @@ def pretraining_precision(requested: str) -> str:
 def segment_precisions(record: dict) -> str:
     """The precisions a pretraining's segments ran in, in order, e.g. "fp32 (3 segments), then bf16 (1)"; segments
     recorded before the field existed ran in fp32."""
-    runs: list[list] = []
-    for segment in record["segments"]:
-        precision = segment.get("precision", "fp32")
-        if runs and runs[-1][0] == precision:
-            runs[-1][1] += 1
-        else:
-            runs.append([precision, 1])
+    precisions = (segment.get("precision", "fp32") for segment in record["segments"])
+    runs = [(precision, len(list(run))) for precision, run in itertools.groupby(precisions)]
     return ", then ".join(f"{precision} ({count} segment{'s' * (count > 1)})" for precision, count in runs)
 
 
@@ -811,6 +807,12 @@ def pretraining_table(suite: Suite) -> str:
     return "\n".join(lines)
 
 
+def epoch_evaluations(history: list[dict]) -> dict[int, dict]:
+    """The evaluations a pretraining's log history holds at the end of each epoch, by epoch; a time budget's
+    mid-epoch evaluation is left out."""
+    return {round(e["epoch"]): e for e in history if "eval_loss" in e and abs(e["epoch"] - round(e["epoch"])) < 1e-6}
+
+
 def diagnostics_table(suite: Suite, key: str) -> str:
     """Per epoch of pretraining `key` (ended): the mean training ICL / MLM / MTM losses, the validation losses at the
     epoch's end, the mean gradient norm each loss sent into the tabular tower and the ID-embedding norm at the end."""
@@ -820,10 +822,7 @@ def diagnostics_table(suite: Suite, key: str) -> str:
         "| epoch | train ICL / MLM / MTM | val ICL / MLM / MTM | grad norm into the tabular tower: ICL / MLM / MTM"
     )
     lines = [header + " | ICL : MLM : MTM gradient | ID-embedding norm |", "|---|---|---|---|---|---|"]
-    for evaluation in (entry for entry in history if "eval_loss" in entry):
-        epoch = evaluation["epoch"]
-        if abs(epoch - round(epoch)) > 1e-6:  # a time budget's mid-epoch evaluation
-            continue
+    for epoch, evaluation in epoch_evaluations(history).items():
         window = [e for e in history if "loss" in e and epoch - 1 < e["epoch"] <= epoch + 1e-9]
         if not window:
             continue
@@ -844,12 +843,7 @@ def precision_table(suite: Suite, reference: str, candidate: str) -> str:
     their validation losses at the epochs both ended."""
     keys = (reference, candidate)
     logged = {key: {e["step"]: e for e in pretraining_history(suite, key) if "loss" in e} for key in keys}
-    evaluated = {
-        key: {
-            round(e["epoch"]): e for e in pretraining_history(suite, key) if "eval_loss" in e and e["epoch"] % 1 == 0
-        }
-        for key in keys
-    }
+    evaluated = {key: epoch_evaluations(pretraining_history(suite, key)) for key in keys}
     steps = sorted(set(logged[reference]) & set(logged[candidate]))
     epochs = sorted(set(evaluated[reference]) & set(evaluated[candidate]))
     header = (
