@@ -365,6 +365,18 @@ def test_stop_after_epochs_then_resume_equals_a_straight_run(common_args, tmp_pa
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+def test_resumed_run_keeps_the_early_stopping_count(common_args, tmp_path):
+    """At learning rate 0 the validation AUC never improves, so patience 2 ends a run a fixed number of epochs in. A
+    run cut after epoch 2 and resumed restores its patience count from the checkpoint and ends at the same epoch (a
+    reset count would train 2 epochs more)."""
+    flags = ["--ctr_mode", "id", "--learning_rate", "0", "--num_train_epochs", "8", "--early_stopping_patience", "2"]
+    straight = run_finetune(tmp_path / "straight", common_args, *flags)
+    assert 2 < straight["epoch"] < 8
+    run_finetune(tmp_path / "cut", common_args, *flags, "--stop_after_epochs", "2")
+    resumed = run_finetune(tmp_path / "cut", common_args, *flags, "--resume_from_checkpoint", "true")
+    assert resumed["epoch"] == straight["epoch"]
+
+
 def test_train_fraction_subsets():
     from training.arguments import DataArguments
     from training.data import train_subset

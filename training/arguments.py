@@ -186,7 +186,9 @@ class FlipTrainingArguments(TrainingArguments):
     `metric_for_best_model="auc"` (validation AUC; the test split is evaluated once, at the end), and the
     reference's FLIP_ID recipe: `learning_rate=1e-3` constant (`lr_scheduler_type="constant"`),
     `per_device_train_batch_size=1024`, no gradient clipping (`max_grad_norm=0`), `logging_steps=50`,
-    `ddp_find_unused_parameters=False` (every trainable parameter gets a gradient: `freeze_unused_parameters`).
+    `ddp_find_unused_parameters=False` (every trainable parameter gets a gradient: `freeze_unused_parameters`),
+    `restore_callback_states_from_checkpoint=True` (a resumed run continues the early-stopping patience count of the
+    run it resumes, so that a killed and resumed finetuning stops where an uninterrupted one does).
     New fields: `text_learning_rate` (separate PLM learning rate), `embedding_learning_rate` (separate learning rate
     of the ID tables), `early_stopping_patience` (0 = off),
     `max_train_minutes` (time budget: training stops, evaluates and saves once it is spent),
@@ -215,6 +217,10 @@ class FlipTrainingArguments(TrainingArguments):
     ddp_find_unused_parameters: bool | None = field(
         default=False,
         metadata={"help": "DDP: search for unused parameters (off: the models freeze what no loss reaches)."},
+    )
+    restore_callback_states_from_checkpoint: bool = field(
+        default=True,
+        metadata={"help": "On resume, restore the early-stopping patience count saved in the checkpoint."},
     )
     text_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the text tower (default: learning_rate)."}
