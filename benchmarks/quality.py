@@ -16,12 +16,13 @@ mid-epoch checkpoint). On a CPU, start them with `OMP_NUM_THREADS=1` and tcmallo
 finetuning cell whose pretraining (or the epoch it names) is not there yet is skipped with a message, not failed.
 
 Every finished cell is a JSON record under `RECORDS_DIR/cells/<row>/<grid point>/seed<k>.json`; rerunning skips
-finished cells. Each pretraining segment updates `RECORDS_DIR/pretraining/<key>.json` (segments, log history). The
-records hold every number of the quality tables and are tracked in git (`benchmarks/quality_records/`), so a machine
-that loses `OUTPUT_DIR` (checkpoints, finetuned models, every cell's test probabilities `.npz` that the slices and
-the ROC plots read) loses no number of those tables; `benchmarks/probes.py` records its scores there too. Early
-stopping and checkpoint selection use the validation split only (the library's finetune script); the grid point of a
-row is chosen on the mean **validation** AUC over its seeds; the test split is scored once per cell.
+finished cells and resumes a killed one from its last epoch checkpoint (hour-long FLIP_PLM / joint cells on a CPU).
+Each pretraining segment updates `RECORDS_DIR/pretraining/<key>.json` (segments, log history). The records hold every
+number of the quality tables and are tracked in git (`benchmarks/quality_records/`), so a machine that loses
+`OUTPUT_DIR` (checkpoints, finetuned models, every cell's test probabilities `.npz` that the slices and the ROC plots
+read) loses no number of those tables; `benchmarks/probes.py` records its scores there too. Early stopping and
+checkpoint selection use the validation split only (the library's finetune script); the grid point of a row is chosen
+on the mean **validation** AUC over its seeds; the test split is scored once per cell.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ PRETRAIN_CONFIG = str(QUALITY_CONFIGS / "pretrain_reference_cpu.yaml")
 FINETUNE_CONFIG = str(QUALITY_CONFIGS / "finetune_reference_cpu.yaml")
 BASE_ROW = "DCNv2"
 RECORDS_DIR = Path(__file__).resolve().parent / "quality_records"  # the default suite's records, tracked in git
+CELL_SEGMENTS = "cell_segments.json"  # in a cell's run folder: its argv and the segments it ran in
 
 
 def flags(text: str) -> tuple[str, ...]:
@@ -139,7 +141,8 @@ class Row:
     checkpoint instead of the final model), the finetune `config` plus `args`, and the validation `grid`.
     `split` names the data split (time / random); `train_fraction` finetunes on that fraction of the train labels
     (`train_subset` random, drawn with the cell's seed so that every model of a seed sees the same rows, or oldest);
-    rows that share a `family` form one label-efficiency curve."""
+    rows that share a `family` form one label-efficiency curve. `precision` is fp32, bf16 (autocast) or auto (bf16
+    where the machine has native bf16, `resolve_precision`)."""
 
     name: str
     mode: str
@@ -155,6 +158,7 @@ class Row:
     train_fraction: float | None = None
     train_subset: str = "random"
     family: str | None = None
+    precision: str = "fp32"
 
 
 @dataclass
@@ -185,7 +189,9 @@ MEAN_POOLING = flags("--text_pooling mean")
 # FLIP_PLM and FLIP (joint) on the reference recipe (finetune_full.yaml's text / joint note): AdamW 5e-5 for
 # everything, weight decay 1e-3, batch 128, up to 25 epochs (early stopping, patience 3); the joint model adds L2 1e-4
 # on the ID tables. alpha starts at the reference's 0 (the text logit alone) and moves ~5e-5 per Adam step, so the
-# joint grid adds the named deviation `alpha init 0.5`, kept only if it wins on validation.
+# joint grid adds the named deviation `alpha init 0.5`, kept only if it wins on validation. Their cells run under bf16
+# autocast where the machine has native bf16 (hours per cell on a CPU otherwise); the ID rows stay fp32, and
+# `FLIP_ID-DCNv2 [ref10 epoch 1] (bf16 finetuning)` checks bf16 finetuning against its fp32 cells.
 TEXT_RECIPE = flags("--learning_rate 5e-5 --weight_decay 1e-3 --per_device_train_batch_size 128 --num_train_epochs 25")
 JOINT_GRID = (REFERENCE, GridPoint("alpha init 0.5", flags("--joint_alpha_init 0.5")))
 
@@ -196,8 +202,9 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
     - issue #13: the ID-only baselines; FLIP_ID from the 10-epoch pretraining `ref10` at epochs 1-7 and 10 (the
       curve); the loss ablations, each its own 10-epoch-schedule pretraining compared at epoch 3 with `ref10`'s
       epoch 3 (`quality.py pretrain --keys ref10_no_icl --until_epoch 3` stops there; rerun without it to go on);
-      FLIP_PLM and FLIP (joint) from `ref10`'s final model (hours per cell on a CPU: meant for a GPU); the named
-      deviation `ref10_hidden_ids` (prompts without the raw IDs) at epochs 1 and 3;
+      FLIP_PLM and FLIP (joint) from `ref10`'s final model (hours per cell on a CPU: bf16 where native, and a
+      killed cell resumes from its last epoch); the bf16-finetuning check; the named deviation `ref10_hidden_ids`
+      (prompts without the raw IDs) at epochs 1 and 3;
     - issue #14: label efficiency (5 / 10 / 25% of the train labels, seeded random subsets shared by both models,
       and 10% oldest rows) for DCNv2 and for FLIP_ID from `ref10` at epochs 1, 2 and 10 (the early curves are read
       while `ref10` runs), and the random split (`rand10`: a pretraining on its train rows).
@@ -271,16 +278,18 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
             for epoch in label_epochs
             for row in label_rows(flip_id_name(epoch), pretraining="ref10", pretraining_epoch=epoch)
         ],
-        Row("FLIP_PLM [ref10]", "text", pretraining="ref10", args=TEXT_RECIPE),
+        Row("FLIP_PLM [ref10]", "text", pretraining="ref10", args=TEXT_RECIPE, precision="auto"),
         Row(
             "FLIP (joint) [ref10]",
             "joint",
             pretraining="ref10",
             args=(*TEXT_RECIPE, *flags("--embedding_l2 1e-4")),
             grid=JOINT_GRID,
+            precision="auto",
         ),
         *[flip_id(epoch, key="ref10_hidden_ids", grid=ID_GRID) for epoch in (1, 3)],
         flip_id(1, key="ref10_bf16", grid=ID_GRID),
+        Row(f"{flip_id_name(1)} (bf16 finetuning)", "id", pretraining="ref10", pretraining_epoch=1, precision="bf16"),
         Row("DCNv2 (random split)", "id", grid=ID_GRID, split="random"),
         *[flip_id(epoch, key="rand10", grid=ID_GRID, split="random") for epoch in (1, 10)],
     ]
@@ -434,18 +443,22 @@ def run_pretraining(
     return out
 
 
-def pretraining_precision(requested: str) -> str:
-    """`quality.py pretrain --precision`: "auto" is bf16 autocast where the CPU has native bf16 (AVX512-BF16 / AMX:
-    1.7x the fp32 step's samples per CPU-second on an EPYC, benchmarks/RESULTS.md) and fp32 elsewhere (emulated
-    bf16 is ~8x slower)."""
+def resolve_precision(requested: str) -> str:
+    """`quality.py pretrain --precision` and `Row.precision`: "auto" is bf16 autocast where the machine has native
+    bf16 (a GPU that supports it; a CPU with AVX512-BF16 / AMX: 1.7x the fp32 pretraining step's samples per
+    CPU-second on an EPYC, benchmarks/RESULTS.md) and fp32 elsewhere (emulated bf16 is ~8x slower)."""
+    import torch
+
     if requested != "auto":
         return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def segment_precisions(record: dict) -> str:
-    """The precisions a pretraining's segments ran in, in order, e.g. "fp32 (3 segments), then bf16 (1)"; segments
-    recorded before the field existed ran in fp32."""
+    """The precisions the segments of a pretraining or a cell ran in, in order, e.g. "fp32 (3 segments), then bf16
+    (1)"; segments recorded before the field existed ran in fp32."""
     precisions = (segment.get("precision", "fp32") for segment in record["segments"])
     runs = [(precision, len(list(run))) for precision, run in itertools.groupby(precisions)]
     return ", then ".join(f"{precision} ({count} segment{'s' * (count > 1)})" for precision, count in runs)
@@ -527,14 +540,43 @@ def predictions_path(suite: Suite, row: Row, point: GridPoint, seed: int) -> Pat
     return Path(run_dir(suite, row, point, seed), predictions_name("test"))
 
 
+def start_cell_segment(out: str, argv: list[str], precision: str) -> Path | None:
+    """Begin a segment of the cell finetuned by `argv` in folder `out`; return the checkpoint it resumes from.
+
+    A cell killed mid-run (a session's end) left its epoch checkpoints and `CELL_SEGMENTS` (its argv and segments):
+    the next segment resumes from the last checkpoint when the argv is the same. Otherwise (no segment log, or a cell
+    whose definition changed since) the folder is emptied and the cell starts over: a run folder holds nothing of
+    value until its record is written. The segment (start, hardware, precision, checkpoint) is logged before
+    training, so the record lists every segment, the killed ones included."""
+    log_path = Path(out, CELL_SEGMENTS)
+    log = json.loads(log_path.read_text()) if log_path.is_file() else None
+    resume_from = latest_checkpoint(Path(out)) if log and log["argv"] == argv else None
+    if resume_from is None:
+        if Path(out).exists():
+            print(f"[quality] {out}: no checkpoint of this cell to resume, starting it over", flush=True)
+            shutil.rmtree(out)
+        log = {"argv": argv, "segments": []}
+    segment = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hardware": hardware(), "precision": precision}
+    log["segments"].append(segment | {"resumed_from": str(resume_from) if resume_from else None})
+    write_json(str(log_path), repo_relative(log))
+    return resume_from
+
+
 def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, init_from: Path | None) -> dict:
-    """Finetune one (row, grid point, seed) and write its record (JSON): the metrics, the validation AUC after each
-    epoch and, for a pretrained ID row, `tower_drift`. The run folder keeps the test probabilities
-    (`predictions_path`, for the slices and the ROC / calibration plots)."""
+    """Finetune one (row, grid point, seed), resuming a killed earlier segment of it (`start_cell_segment`), and
+    write its record (JSON): the metrics, the validation AUC after each epoch, the segments and, for a pretrained ID
+    row, `tower_drift`. The run folder keeps the test probabilities (`predictions_path`, for the slices and the ROC
+    / calibration plots)."""
     out = run_dir(suite, row, point, seed)
     argv = finetune_argv(suite, row, point, seed, data, init_from, out)
+    precision = resolve_precision(row.precision)
+    resume_from = start_cell_segment(out, repo_relative(argv), precision)
     hw = hardware()
-    results = finetune.main(argv)
+    results = finetune.main(
+        argv
+        + (["--bf16", "true"] if precision == "bf16" else [])
+        + (["--resume_from_checkpoint", str(resume_from)] if resume_from else [])
+    )
     for checkpoint in Path(out).glob("checkpoint-*"):  # the final folder holds the best model
         shutil.rmtree(checkpoint, ignore_errors=True)
     history = json.loads(Path(out, "trainer_state.json").read_text())["log_history"]
@@ -545,6 +587,7 @@ def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, ini
         "row_spec": asdict(row),
         "argv": ["python", "-m", "training.finetune", *argv],
         "hardware": hw,
+        "segments": json.loads(Path(out, CELL_SEGMENTS).read_text())["segments"],
         "git_commit": git_commit(),
         "test_auc": results["test"]["test_auc"],
         "test_logloss": results["test"]["test_logloss"],
@@ -984,7 +1027,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join([*suite.pretrainings, *(row.name for row in suite.rows)]))
     elif args.command == "pretrain":
         keys = args.keys.split(",") if args.keys else list(suite.pretrainings)
-        precision = pretraining_precision(args.precision)
+        precision = resolve_precision(args.precision)
         for key in keys:
             print(f"[quality] pretraining {key} in {precision} ({time.strftime('%H:%M:%S')})", flush=True)
             run_pretraining(suite, suite.pretrainings[key], args.until_epoch, args.max_minutes, precision)

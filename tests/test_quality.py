@@ -322,11 +322,80 @@ def test_precision_table_compares_the_steps_and_epochs_both_runs_logged(quality,
     assert lines[4].startswith("| mlm | 2 (5-10) | 2.0000 / 2.0000 | 0.00% / 0.00% |")
 
 
+def one_row_suite(quality, table: str, encoder: str, output_dir: Path, *args: str, precision: str = "fp32"):
+    row = quality.Row(
+        "DCNv2", "id", seeds=(0,), args=args, precision=precision, config=str(CONFIGS / "finetune_tiny.yaml")
+    )
+    records = str(output_dir / "records")
+    return quality.Suite(table, encoder, str(output_dir), [row], max_length=64, records_dir=records), row
+
+
+def test_a_killed_cell_resumes_from_its_last_epoch_and_records_both_segments(
+    quality, table, tiny_encoder_dir, tmp_path, monkeypatch
+):
+    """A cell killed after its first epoch's checkpoint resumes there (not from scratch) and ends with the test AUC
+    of an uninterrupted cell; its record lists both segments. A cell whose arguments changed since starts over."""
+    straight_suite, _ = one_row_suite(quality, table, tiny_encoder_dir, tmp_path / "straight")
+    assert quality.run_rows(straight_suite) == []
+    straight = quality.load_cells(straight_suite)["DCNv2"]["reference"][0]
+    suite, row = one_row_suite(quality, table, tiny_encoder_dir, tmp_path / "cut")
+    finetune_main, argvs = quality.finetune.main, []
+
+    def killed_after_epoch_1(argv):
+        argvs.append(argv)
+        finetune_main(argv + ["--stop_after_epochs", "1"])
+        raise KeyboardInterrupt  # stands for the session's end: no record is written
+
+    monkeypatch.setattr(quality.finetune, "main", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        quality.run_rows(suite)
+    out = Path(quality.run_dir(suite, row, quality.REFERENCE, 0))
+    checkpoint = quality.latest_checkpoint(out)
+    assert checkpoint is not None and not quality.cell_path(suite, row, quality.REFERENCE, 0).is_file()
+    monkeypatch.setattr(quality.finetune, "main", lambda argv: argvs.append(argv) or finetune_main(argv))
+    assert quality.run_rows(suite) == []
+    assert argvs[1][-2:] == ["--resume_from_checkpoint", str(checkpoint)]
+    record = quality.load_cells(suite)["DCNv2"]["reference"][0]
+    assert [segment["resumed_from"] for segment in record["segments"]] == [None, str(checkpoint)]
+    assert record["epoch"] == straight["epoch"] and record["test_auc"] == pytest.approx(straight["test_auc"])
+
+    (out / "checkpoint-1").mkdir()  # a checkpoint of the old arguments would be resumed if the argv were not checked
+    shutil.copy(out / "trainer_state.json", out / "checkpoint-1")
+    changed, _ = one_row_suite(quality, table, tiny_encoder_dir, tmp_path / "cut", "--embedding_l2", "1e-4")
+    changed.records_dir = str(tmp_path / "changed_records")
+    monkeypatch.setattr(quality.finetune, "main", lambda argv: argvs.append(argv) or 1 / 0)
+    assert quality.run_rows(changed) == ["DCNv2/reference/seed0"]
+    assert "--resume_from_checkpoint" not in argvs[-1] and not (out / "checkpoint-1").exists()
+    log = json.loads((out / quality.CELL_SEGMENTS).read_text())
+    assert len(log["segments"]) == 1 and "--embedding_l2" in log["argv"]
+
+
 @pytest.mark.parametrize("native", [True, False])
-def test_pretraining_precision_auto_is_bf16_only_on_native_bf16(quality, monkeypatch, native):
+def test_cells_run_in_the_precision_their_row_resolves_to(
+    quality, table, tiny_encoder_dir, tmp_path, monkeypatch, native
+):
     monkeypatch.setattr(quality, "cpu_has_native_bf16", lambda: native)
-    assert quality.pretraining_precision("auto") == ("bf16" if native else "fp32")
-    assert [quality.pretraining_precision(p) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argvs = []
+
+    def captured(argv):
+        argvs.append(argv)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(quality.finetune, "main", captured)
+    for precision in ("auto", "fp32", "bf16"):
+        suite, _ = one_row_suite(quality, table, tiny_encoder_dir, tmp_path / precision, precision=precision)
+        assert quality.run_rows(suite) == ["DCNv2/reference/seed0"]
+    bf16 = [argv[-2:] == ["--bf16", "true"] for argv in argvs]
+    assert bf16 == [native, False, True]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_is_bf16_only_on_native_bf16(quality, monkeypatch, native):
+    monkeypatch.setattr(quality, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert quality.resolve_precision("auto") == ("bf16" if native else "fp32")
+    assert [quality.resolve_precision(p) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
 
 
 def test_views_name_rows_of_the_default_suite(quality, views):
