@@ -142,7 +142,8 @@ class Row:
     `split` names the data split (time / random); `train_fraction` finetunes on that fraction of the train labels
     (`train_subset` random, drawn with the cell's seed so that every model of a seed sees the same rows, or oldest);
     rows that share a `family` form one label-efficiency curve. `precision` is fp32, bf16 (autocast) or auto (bf16
-    where the machine has native bf16, `resolve_precision`)."""
+    where the machine has native bf16, `resolve_precision`). `recipe_row` False marks an ablation, a named deviation
+    or a check: the README's short table never picks it as its model's row."""
 
     name: str
     mode: str
@@ -159,6 +160,7 @@ class Row:
     train_subset: str = "random"
     family: str | None = None
     precision: str = "fp32"
+    recipe_row: bool = True
 
 
 @dataclass
@@ -269,6 +271,7 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
                 pretraining=f"ref10_no_{loss}",
                 pretraining_epoch=3,
                 grid=ID_GRID,
+                recipe_row=False,
             )
             for loss in ("icl", "mlm", "mtm")
         ],
@@ -287,9 +290,16 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
             grid=JOINT_GRID,
             precision="auto",
         ),
-        *[flip_id(epoch, key="ref10_hidden_ids", grid=ID_GRID) for epoch in (1, 3)],
-        flip_id(1, key="ref10_bf16", grid=ID_GRID),
-        Row(f"{flip_id_name(1)} (bf16 finetuning)", "id", pretraining="ref10", pretraining_epoch=1, precision="bf16"),
+        *[flip_id(epoch, key="ref10_hidden_ids", grid=ID_GRID, recipe_row=False) for epoch in (1, 3)],
+        flip_id(1, key="ref10_bf16", grid=ID_GRID, recipe_row=False),
+        Row(
+            f"{flip_id_name(1)} (bf16 finetuning)",
+            "id",
+            pretraining="ref10",
+            pretraining_epoch=1,
+            precision="bf16",
+            recipe_row=False,
+        ),
         Row("DCNv2 (random split)", "id", grid=ID_GRID, split="random"),
         *[flip_id(epoch, key="rand10", grid=ID_GRID, split="random") for epoch in (1, 10)],
     ]
@@ -783,8 +793,8 @@ def in_main_view(row: Row) -> bool:
 
 def model_name(row: Row) -> str | None:
     """The model a main-view row measures with the full pretraining recipe: FLIP_ID, FLIP_PLM, FLIP or the
-    baseline's own name; None for the rows of the other views and for the ablations."""
-    if not in_main_view(row) or (row.pretraining or "").startswith("ref10_no_"):
+    baseline's own name; None for the rows of the other views and for the ablations, deviations and checks."""
+    if not in_main_view(row) or not row.recipe_row:
         return None
     if row.pretraining is None:
         return row.name

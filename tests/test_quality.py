@@ -218,12 +218,12 @@ def test_label_efficiency_compares_flip_id_with_dcnv2_at_the_same_fraction(quali
 
 def test_readme_table_keeps_one_row_per_model_chosen_on_validation(quality, tmp_path):
     """Per model, the README shows the row with the best mean validation AUC (here FLIP_ID's epoch 2, whose test AUC
-    is the lower one); the ablation and label-fraction rows belong to other views and stay out."""
+    is the lower one); the ablation (not a recipe row) and the label-fraction row (another view) stay out."""
     rows = [
         quality.Row("DCNv2", "id"),
         quality.Row("FLIP_ID e1", "id", pretraining="ref10", pretraining_epoch=1),
         quality.Row("FLIP_ID e2", "id", pretraining="ref10", pretraining_epoch=2),
-        quality.Row("FLIP_ID w/o ICL", "id", pretraining="ref10_no_icl", pretraining_epoch=3),
+        quality.Row("FLIP_ID w/o ICL", "id", pretraining="ref10_no_icl", pretraining_epoch=3, recipe_row=False),
         quality.Row("FLIP_ID @ 10%", "id", pretraining="ref10", train_fraction=0.1),
         quality.Row("FLIP", "joint", pretraining="ref10"),
     ]
@@ -396,6 +396,14 @@ def test_precision_auto_is_bf16_only_on_native_bf16(quality, monkeypatch, native
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert quality.resolve_precision("auto") == ("bf16" if native else "fp32")
     assert [quality.resolve_precision(p) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+
+
+def test_only_the_reference_pretrainings_feed_recipe_rows(quality):
+    """An ablation, a named deviation or a check (another pretraining, bf16 finetuning of an ID row) is never a row
+    the README may pick as its model's."""
+    recipe = [row for row in quality.default_suite().rows if row.recipe_row]
+    assert {row.pretraining for row in recipe} == {None, "ref10", "rand10"}
+    assert {row.precision for row in recipe if row.mode == "id"} == {"fp32"}
 
 
 def test_views_name_rows_of_the_default_suite(quality, views):
