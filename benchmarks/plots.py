@@ -1,6 +1,6 @@
 """Figures of the quality benchmark, from the records (and the cached test scores) of benchmarks/quality.py:
 
-    python benchmarks/plots.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \
+    python benchmarks/plots.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \\
         [--figures benchmarks]
 
 - `quality_auc.png`: test AUC per model (its grid point chosen on validation), mean with a +-1 std error bar and

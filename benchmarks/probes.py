@@ -12,7 +12,7 @@ The scores of every probed model are recorded under `RECORDS_DIR/probes/` (its p
 `.json`, with the sha256 of the table they were read from), tracked in git like the cells: a model still on this
 machine is probed again only when its table changed; a model gone from it keeps its recorded scores.
 
-    python benchmarks/probes.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \
+    python benchmarks/probes.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \\
         [--write_results benchmarks/RESULTS.md]
 """
 

@@ -6,7 +6,7 @@ cached per cell, aggregated into Markdown tables.
     python benchmarks/quality.py pretrain --keys ref10 --max_minutes 150   # a segment that ends before the session
     python benchmarks/quality.py run --rows DCNv2,DeepFM      # ID-only baselines: every grid point x 3 seeds
     python benchmarks/quality.py run --rows "FLIP_ID-DCNv2 [ref10 epoch 1]"   # once that epoch's checkpoint exists
-    python benchmarks/quality.py table --write_results benchmarks/RESULTS.md \
+    python benchmarks/quality.py table --write_results benchmarks/RESULTS.md \\
         --notes benchmarks/quality_configs/results_notes.md --write_readme README.md
 
 Pretrainings run only through `pretrain`, never implicitly: they take hours on a CPU, checkpoint every epoch and

@@ -8,7 +8,7 @@ the cached cells of `benchmarks/quality.py`:
   one column per `Row.family` (its plot is `benchmarks/plots.py`'s `quality_label_efficiency.png`);
 - the random split: the rows cut by `--split random`, against the random split's own DCNv2.
 
-    python benchmarks/views.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \
+    python benchmarks/views.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \\
         [--write_results benchmarks/RESULTS.md]
 """
 
