@@ -362,6 +362,22 @@ MUTATIONS = [
         'ID_TABLE_NAMES = ("tabular_model.embeddings.weight",)',
         TRAINER,
     ),
+    one(
+        "resume-resets-early-stopping",
+        "a resumed finetuning starts its early-stopping patience count from zero (the TrainingArguments default)",
+        "training/arguments.py",
+        "    restore_callback_states_from_checkpoint: bool = field(\n        default=True,",
+        "    restore_callback_states_from_checkpoint: bool = field(\n        default=False,",
+        ("tests/test_training.py::test_resumed_run_keeps_the_early_stopping_count",),
+    ),
+    one(
+        "cell-resumes-changed-arguments",
+        "a killed quality cell resumes from its checkpoints even when the cell's arguments changed since",
+        "benchmarks/quality.py",
+        'if log and log["argv"] == argv else None',
+        "if log else None",
+        ("tests/test_quality.py::test_a_killed_cell_resumes_from_its_last_epoch_and_records_both_segments",),
+    ),
 ]
 
 HEAVY_IMPORTS = ("torch", "transformers", "datasets", "accelerate", "peft", "pandas", "sklearn", "pytest")
