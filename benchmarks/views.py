@@ -3,7 +3,9 @@ the cached cells of `benchmarks/quality.py`:
 
 - frequency slices of the test split: rows whose movie_id (or user_id) is cold (OOV in train), rare (1-9 train
   rows) or frequent (>= 10 train rows); per model and slice the AUC (mean ± std over seeds, plus a bootstrap 95%
-  interval of the seed-averaged AUC for slices under `BOOTSTRAP_BELOW` rows) and the LogLoss;
+  interval of the seed-averaged AUC for slices under `BOOTSTRAP_BELOW` rows) and the LogLoss; for those slices
+  also the paired bootstrap interval of the difference with the table's first row (both score the same rows, so
+  their intervals overlap even where one model is better on every resample);
 - label efficiency: test AUC against the fraction of the train labels a finetuning saw (`Row.train_fraction`),
   one column per `Row.family` (its plot is `benchmarks/plots.py`'s `quality_label_efficiency.png`);
 - the random split: the rows cut by `--split random`, against the random split's own DCNv2.
@@ -42,16 +44,27 @@ def frequency_slices(data_dir: str, field: str) -> np.ndarray:
     return np.where(test_ids == FIELD_OOV_ID, 0, np.where(counts < RARE_BELOW, 1, 2))
 
 
-def bootstrap_auc_interval(labels: np.ndarray, probs: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of the AUC of `probs` (N,) against `labels` (N,) over row resamples."""
+def bootstrap_interval(labels: np.ndarray, statistic, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of `statistic(rows)` over resamples `rows` (N,) of the N rows of `labels` (resamples
+    with one class only skipped)."""
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(BOOTSTRAP_SAMPLES):
         sample = rng.integers(0, len(labels), len(labels))
         if 0 < labels[sample].sum() < len(sample):
-            values.append(auc(labels[sample], probs[sample]))
+            values.append(statistic(sample))
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
+
+
+def bootstrap_auc_interval(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """95% bootstrap interval of the AUC of `probs` (N,) against `labels` (N,)."""
+    return bootstrap_interval(labels, lambda rows: auc(labels[rows], probs[rows]))
+
+
+def bootstrap_difference_interval(labels: np.ndarray, probs: np.ndarray, base: np.ndarray) -> tuple[float, float]:
+    """95% paired bootstrap interval of AUC(`probs`) - AUC(`base`) (both (N,)) on the same resampled rows."""
+    return bootstrap_interval(labels, lambda rows: auc(labels[rows], probs[rows]) - auc(labels[rows], base[rows]))
 
 
 def test_scores(suite: quality.Suite, records: list[dict]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -65,8 +78,10 @@ def test_scores(suite: quality.Suite, records: list[dict]) -> tuple[np.ndarray, 
     return scores[0]["labels"], np.stack([score["probs"] for score in scores])
 
 
-def slice_cell(labels: np.ndarray, probs: np.ndarray) -> str:
-    """`AUC mean ± std [bootstrap interval]; LogLoss` of one slice over the seeds (rows of `probs`)."""
+def slice_cell(labels: np.ndarray, probs: np.ndarray, base: np.ndarray | None = None) -> str:
+    """`AUC mean ± std [bootstrap interval]; LogLoss` of one slice over the seeds (rows of `probs`, (seeds, N)); with
+    the `base` row's probabilities ((seeds, N), the first row of the table) also `vs base: difference [paired
+    interval]` of the seed-averaged scores."""
     if len(labels) == 0 or labels.min() == labels.max():
         return "n/a (one class)"
     aucs = np.array([auc(labels, p) for p in probs])
@@ -74,12 +89,18 @@ def slice_cell(labels: np.ndarray, probs: np.ndarray) -> str:
     if len(labels) < BOOTSTRAP_BELOW:
         low, high = bootstrap_auc_interval(labels, probs.mean(0))
         text += f" [{low:.3f}, {high:.3f}]"
-    return f"{text}; LogLoss {np.mean([log_loss(labels, p) for p in probs]):.4f}"
+    text += f"; LogLoss {np.mean([log_loss(labels, p) for p in probs]):.4f}"
+    if base is not None and len(labels) < BOOTSTRAP_BELOW:
+        difference = aucs.mean() - np.mean([auc(labels, p) for p in base])
+        low, high = bootstrap_difference_interval(labels, probs.mean(0), base.mean(0))
+        text += f"; vs base {difference:+.4f} [{low:+.3f}, {high:+.3f}]"
+    return text
 
 
 def slice_table(suite: quality.Suite, field: str, rows: list[str]) -> str:
-    """Markdown: the slices of `field` (test rows, positives) and, per finished row of `rows`, each slice's metrics;
-    a finished row whose test scores are not on this machine (an artefact, unlike the records) says so."""
+    """Markdown: the slices of `field` (test rows, positives) and, per finished row of `rows`, each slice's metrics
+    (against the first row, the base, on the bootstrapped slices); a finished row whose test scores are not on this
+    machine (an artefact, unlike the records) says so."""
     slices = frequency_slices(quality.prepared_data(suite), field)
     cells = quality.selected_cells(suite)
     scored = {name: test_scores(suite, cells[name]) for name in rows if name in cells}
@@ -89,12 +110,17 @@ def slice_table(suite: quality.Suite, field: str, rows: list[str]) -> str:
         labels = found[0][0]
         sizes = [f"{int((slices == k).sum())} ({int(labels[slices == k].sum())})" for k in range(len(SLICES))]
         lines.append("| test rows (positives) | " + " | ".join(sizes) + " |")
+    base = scored.get(rows[0])
     for name, scores in scored.items():
         if scores is None:
             parts = ["no test scores on this machine (rerun the row's cells)"] * len(SLICES)
         else:
             labels, probs = scores
-            parts = [slice_cell(labels[slices == k], probs[:, slices == k]) for k in range(len(SLICES))]
+            against = base[1] if base is not None and name != rows[0] else None
+            parts = [
+                slice_cell(labels[in_slice], probs[:, in_slice], None if against is None else against[:, in_slice])
+                for in_slice in (slices == k for k in range(len(SLICES)))
+            ]
         lines.append(f"| {name} | " + " | ".join(parts) + " |")
     return "\n".join(lines)
 

@@ -146,6 +146,7 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     frequent = slices == 2
     expected = np.mean([auc(labels[frequent], p[frequent]) for p in probs])
     assert slice_lines[3].split("|")[4].strip().startswith(f"{expected:.4f}")
+    assert "vs base" not in slice_lines[3] and "vs base" in slice_lines[4].split("|")[4]  # a tiny slice: bootstrapped
     curve = views.label_efficiency(suite)["DCNv2"]
     assert sorted(curve) == [0.5, 1.0] and len(curve[0.5]) == 2
 
@@ -404,6 +405,20 @@ def test_only_the_reference_pretrainings_feed_recipe_rows(quality):
     recipe = [row for row in quality.default_suite().rows if row.recipe_row]
     assert {row.pretraining for row in recipe} == {None, "ref10", "rand10"}
     assert {row.precision for row in recipe if row.mode == "id"} == {"fp32"}
+
+
+def test_paired_bootstrap_sees_a_gain_that_overlapping_intervals_hide(views):
+    """A model that adds 0.03 to every positive's score beats its base on every resample of the same rows: the paired
+    interval of the difference excludes 0 while the two AUC intervals overlap; identical scores give [0, 0]."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    base = rng.random(300) + 0.1 * labels
+    better = base + 0.03 * labels
+    low, high = views.bootstrap_difference_interval(labels, better, base)
+    assert 0 < low < auc(labels, better) - auc(labels, base) < high
+    assert views.bootstrap_auc_interval(labels, better)[0] < views.bootstrap_auc_interval(labels, base)[1]
+    assert views.bootstrap_difference_interval(labels, base, base) == (0.0, 0.0)
+    assert views.bootstrap_difference_interval(labels, base, better) == pytest.approx((-high, -low))
 
 
 def test_views_name_rows_of_the_default_suite(quality, views):
