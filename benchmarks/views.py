@@ -62,9 +62,17 @@ def bootstrap_auc_interval(labels: np.ndarray, probs: np.ndarray) -> tuple[float
     return bootstrap_interval(labels, lambda rows: auc(labels[rows], probs[rows]))
 
 
+def mean_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The mean over seeds of the AUC of each row of `probs` (seeds, N) against `labels` (N,)."""
+    return float(np.mean([auc(labels, p) for p in probs]))
+
+
 def bootstrap_difference_interval(labels: np.ndarray, probs: np.ndarray, base: np.ndarray) -> tuple[float, float]:
-    """95% paired bootstrap interval of AUC(`probs`) - AUC(`base`) (both (N,)) on the same resampled rows."""
-    return bootstrap_interval(labels, lambda rows: auc(labels[rows], probs[rows]) - auc(labels[rows], base[rows]))
+    """95% paired bootstrap interval of mean_auc(`probs`) - mean_auc(`base`) (both (seeds, N)) over resamples of the
+    rows, the same rows for both models."""
+    return bootstrap_interval(
+        labels, lambda rows: mean_auc(labels[rows], probs[:, rows]) - mean_auc(labels[rows], base[:, rows])
+    )
 
 
 def test_scores(suite: quality.Suite, records: list[dict]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -91,8 +99,8 @@ def slice_cell(labels: np.ndarray, probs: np.ndarray, base: np.ndarray | None = 
         text += f" [{low:.3f}, {high:.3f}]"
     text += f"; LogLoss {np.mean([log_loss(labels, p) for p in probs]):.4f}"
     if base is not None and len(labels) < BOOTSTRAP_BELOW:
-        difference = aucs.mean() - np.mean([auc(labels, p) for p in base])
-        low, high = bootstrap_difference_interval(labels, probs.mean(0), base.mean(0))
+        difference = aucs.mean() - mean_auc(labels, base)
+        low, high = bootstrap_difference_interval(labels, probs, base)
         text += f"; vs base {difference:+.4f} [{low:+.3f}, {high:+.3f}]"
     return text
 

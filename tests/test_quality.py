@@ -414,11 +414,14 @@ def test_paired_bootstrap_sees_a_gain_that_overlapping_intervals_hide(views):
     labels = rng.integers(0, 2, 300)
     base = rng.random(300) + 0.1 * labels
     better = base + 0.03 * labels
-    low, high = views.bootstrap_difference_interval(labels, better, base)
+    low, high = views.bootstrap_difference_interval(labels, better[None], base[None])  # one seed each
     assert 0 < low < auc(labels, better) - auc(labels, base) < high
     assert views.bootstrap_auc_interval(labels, better)[0] < views.bootstrap_auc_interval(labels, base)[1]
-    assert views.bootstrap_difference_interval(labels, base, base) == (0.0, 0.0)
-    assert views.bootstrap_difference_interval(labels, base, better) == pytest.approx((-high, -low))
+    assert views.bootstrap_difference_interval(labels, base[None], base[None]) == (0.0, 0.0)
+    assert views.bootstrap_difference_interval(labels, base[None], better[None]) == pytest.approx((-high, -low))
+    seeds = np.stack([base, better])  # seeds are averaged as AUCs: half the gain of `better` alone
+    low2, high2 = views.bootstrap_difference_interval(labels, seeds, base[None])
+    assert (low2, high2) == pytest.approx((low / 2, high / 2))
 
 
 def test_views_name_rows_of_the_default_suite(quality, views):
