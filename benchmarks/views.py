@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,15 +76,23 @@ def bootstrap_difference_interval(labels: np.ndarray, probs: np.ndarray, base: n
     )
 
 
-def test_scores(suite: quality.Suite, records: list[dict]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(labels (N,), probabilities (seeds, N)) of one row's chosen cells, from their `.npz`; None if one is missing."""
-    row = suite.row(records[0]["row"])
-    point = next(point for point in row.grid if point.label == records[0]["grid_point"])
-    paths = [quality.predictions_path(suite, row, point, record["seed"]) for record in records]
+def test_scores(
+    suite: quality.Suite, row: quality.Row, point: quality.GridPoint, seeds: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels (N,), probabilities (seeds, N)) of one row's cells at `point`, from their `.npz`; None if one is
+    missing."""
+    paths = [quality.predictions_path(suite, row, point, seed) for seed in seeds]
     if not all(path.is_file() for path in paths):
         return None
     scores = [np.load(path) for path in paths]
     return scores[0]["labels"], np.stack([score["probs"] for score in scores])
+
+
+def chosen_test_scores(suite: quality.Suite, records: list[dict]) -> tuple[np.ndarray, np.ndarray] | None:
+    """`test_scores` of one row's chosen cells (`records`, at the grid point chosen on validation)."""
+    row = suite.row(records[0]["row"])
+    point = next(point for point in row.grid if point.label == records[0]["grid_point"])
+    return test_scores(suite, row, point, [record["seed"] for record in records])
 
 
 def slice_cell(labels: np.ndarray, probs: np.ndarray, base: np.ndarray | None = None) -> str:
@@ -111,7 +120,7 @@ def slice_table(suite: quality.Suite, field: str, rows: list[str]) -> str:
     machine (an artefact, unlike the records) says so."""
     slices = frequency_slices(quality.prepared_data(suite), field)
     cells = quality.selected_cells(suite)
-    scored = {name: test_scores(suite, cells[name]) for name in rows if name in cells}
+    scored = {name: chosen_test_scores(suite, cells[name]) for name in rows if name in cells}
     lines = [f"| model ({field}) | " + " | ".join(SLICES) + " |", "|---|" + "---|" * len(SLICES)]
     found = [scores for scores in scored.values() if scores is not None]
     if found:
@@ -130,6 +139,34 @@ def slice_table(suite: quality.Suite, field: str, rows: list[str]) -> str:
                 for in_slice in (slices == k for k in range(len(SLICES)))
             ]
         lines.append(f"| {name} | " + " | ".join(parts) + " |")
+    return "\n".join(lines)
+
+
+def slice_by_point_table(suite: quality.Suite, field: str, slice_index: int, rows: Sequence[str]) -> str:
+    """Markdown: the test AUC on one slice of `field` (`SLICES[slice_index]`) of each of `rows` at every grid point
+    of the first row (the base), each row at the same point as the base: the mean over seeds and, for the other rows,
+    the difference with the base paired by seed. It separates what pretraining changes on a slice from what the
+    grid point that validation picked for each row changes ("-": no cells there)."""
+    in_slice = frequency_slices(quality.prepared_data(suite), field) == slice_index
+    points = suite.row(rows[0]).grid
+    lines = [f"| model ({field}: {SLICES[slice_index]}) | " + " | ".join(point.label for point in points) + " |"]
+    lines.append("|---|" + "---|" * len(points))
+    base: dict[str, dict[int, float]] = {}
+    for name in rows:
+        row, texts = suite.row(name), []
+        for point in points:
+            scores = test_scores(suite, row, point, row.seeds) if point in row.grid else None
+            if scores is None:
+                texts.append("-")
+                continue
+            labels, probs = scores
+            values = {seed: auc(labels[in_slice], p[in_slice]) for seed, p in zip(row.seeds, probs, strict=True)}
+            if name == rows[0]:
+                base[point.label], paired = values, ""
+            else:
+                paired = paired_difference(values, base.get(point.label, {}))
+            texts.append(f"{np.mean(list(values.values())):.4f}{paired.replace('; paired by seed: ', ', ')}")
+        lines.append(f"| {name} | " + " | ".join(texts) + " |")
     return "\n".join(lines)
 
 
@@ -194,6 +231,13 @@ SLICE_ROWS = (
     "FLIP_PLM [ref10]",
     "FLIP (joint) [ref10]",
 )
+# the slices read at every grid point (both models at the same point), with the rows of the curve and ablations
+POINT_SLICES = (("user_id", 2), ("movie_id", 1))
+POINT_SLICE_ROWS = (
+    "DCNv2",
+    *(f"FLIP_ID-DCNv2 [ref10 epoch {epoch}]" for epoch in (1, 2, 3, 4, 5, 6, 7, 10)),
+    *(f"FLIP_ID-DCNv2 [ref10 epoch 3] w/o {loss}" for loss in ("ICL", "MLM", "MTM")),
+)
 RANDOM_SPLIT_BASE = "DCNv2 (random split)"
 
 
@@ -220,12 +264,17 @@ def random_split_table(suite: quality.Suite) -> str:
 def views_markdown(suite: quality.Suite) -> str:
     """The three views as Markdown sections (tables of whatever has finished)."""
     slices = "\n\n".join(slice_table(suite, field, list(SLICE_ROWS)) for field in ("movie_id", "user_id"))
+    by_point = "\n\n".join(
+        slice_by_point_table(suite, field, index, POINT_SLICE_ROWS) for field, index in POINT_SLICES
+    )
     return (
         "## Where alignment should pay: frequency slices, label efficiency, a random split\n\n"
         "Generated by `python benchmarks/views.py --write_results benchmarks/RESULTS.md` from the cells of the "
         "quality benchmark above (the same protocol, grid and seeds; bootstrap intervals for small slices).\n\n"
         "### Frequency slices of the test split (time split)\n\n"
         + slices
+        + "\n\n### Two slices at every grid point (each FLIP_ID row at DCNv2's point; paired by seed)\n\n"
+        + by_point
         + "\n\n### Label efficiency (time split; FLIP_ID from `ref10` epoch 10; early curves from epochs 1 and 2)\n\n"
         + label_efficiency_table(suite)
         + "\n\n### Random 80/10/10 split of rows (seed 0)\n\n"

@@ -138,7 +138,7 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     assert "1 seed" in lines[5] and "`flip` epoch 1 (step" in lines[3] and "@ 50%" not in table_md
 
     slices = views.frequency_slices(quality.prepared_data(suite), "movie_id")
-    labels, probs = views.test_scores(suite, quality.selected_cells(suite)["DCNv2"])
+    labels, probs = views.chosen_test_scores(suite, quality.selected_cells(suite)["DCNv2"])
     assert len(slices) == len(labels) == probs.shape[1] and probs.shape[0] == 2
     slice_lines = views.slice_table(suite, "movie_id", ["DCNv2", "FLIP_ID-DCNv2"]).splitlines()
     sizes = [int(cell.split()[0]) for cell in slice_lines[2].split("|")[2:-1]]
@@ -147,6 +147,17 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     expected = np.mean([auc(labels[frequent], p[frequent]) for p in probs])
     assert slice_lines[3].split("|")[4].strip().startswith(f"{expected:.4f}")
     assert "vs base" not in slice_lines[3] and "vs base" in slice_lines[4].split("|")[4]  # a tiny slice: bootstrapped
+    by_point = views.slice_by_point_table(suite, "movie_id", 2, ["DCNv2", "FLIP_ID-DCNv2"]).splitlines()
+    assert by_point[0] == "| model (movie_id: frequent (>= 10)) | reference | lr 1e-2 |"
+    dcnv2, flip = ([cell.strip() for cell in line.split("|")[2:-1]] for line in by_point[2:])
+    assert flip[1] == "-"  # FLIP_ID has no cells at DCNv2's lr 1e-2 point
+    (_, base), (_, pretrained) = (
+        views.test_scores(suite, suite.row(name), quality.REFERENCE, (0, 1)) for name in ("DCNv2", "FLIP_ID-DCNv2")
+    )
+    base_aucs = [auc(labels[frequent], p[frequent]) for p in base]
+    differences = [auc(labels[frequent], p[frequent]) - value for p, value in zip(pretrained, base_aucs)]
+    assert dcnv2[0] == f"{np.mean(base_aucs):.4f}"
+    assert flip[0].split(", ")[1] == f"{np.mean(differences):+.4f} ± {np.std(differences, ddof=1):.4f}"
     curve = views.label_efficiency(suite)["DCNv2"]
     assert sorted(curve) == [0.5, 1.0] and len(curve[0.5]) == 2
 
@@ -427,7 +438,7 @@ def test_paired_bootstrap_sees_a_gain_that_overlapping_intervals_hide(views):
 def test_views_name_rows_of_the_default_suite(quality, views):
     """A renamed row would silently drop out of the slice and random-split views."""
     names = {row.name for row in quality.default_suite().rows}
-    assert set(views.SLICE_ROWS) <= names and views.RANDOM_SPLIT_BASE in names
+    assert set(views.SLICE_ROWS) | set(views.POINT_SLICE_ROWS) <= names and views.RANDOM_SPLIT_BASE in names
     assert {quality.model_name(quality.default_suite().row(name)) for name in views.SLICE_ROWS[1:]} == {
         "FLIP_ID (dcnv2)",
         "FLIP_PLM",
