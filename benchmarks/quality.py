@@ -209,7 +209,8 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
       (prompts without the raw IDs) at epochs 1 and 3;
     - issue #14: label efficiency (5 / 10 / 25% of the train labels, seeded random subsets shared by both models,
       and 10% oldest rows) for DCNv2 and for FLIP_ID from `ref10` at epochs 1, 2 and 10 (the early curves are read
-      while `ref10` runs), and the random split (`rand10`: a pretraining on its train rows).
+      while `ref10` runs), and the random split (`rand10`: a pretraining on its train rows; FLIP_ID from its epochs
+      1 and 10, FLIP (joint) from its final model).
     """
     time_epochs, label_epochs = (1, 2, 3, 4, 5, 6, 7, 10), (1, 2, 10)
     pretrainings = {
@@ -252,6 +253,17 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
             for fraction, how in subsets
         ]
 
+    def joint(key: str, **kwargs) -> Row:
+        return Row(
+            f"FLIP (joint) [{key}]",
+            "joint",
+            pretraining=key,
+            args=(*TEXT_RECIPE, *flags("--embedding_l2 1e-4")),
+            grid=JOINT_GRID,
+            precision="auto",
+            **kwargs,
+        )
+
     rows = [
         Row("DCNv2", "id", "dcnv2", grid=ID_GRID, family="DCNv2"),
         Row("DeepFM", "id", "deepfm", grid=ID_GRID),
@@ -282,14 +294,7 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
             for row in label_rows(flip_id_name(epoch), pretraining="ref10", pretraining_epoch=epoch)
         ],
         Row("FLIP_PLM [ref10]", "text", pretraining="ref10", args=TEXT_RECIPE, precision="auto"),
-        Row(
-            "FLIP (joint) [ref10]",
-            "joint",
-            pretraining="ref10",
-            args=(*TEXT_RECIPE, *flags("--embedding_l2 1e-4")),
-            grid=JOINT_GRID,
-            precision="auto",
-        ),
+        joint("ref10"),
         *[flip_id(epoch, key="ref10_hidden_ids", grid=ID_GRID, recipe_row=False) for epoch in (1, 3)],
         flip_id(1, key="ref10_bf16", grid=ID_GRID, recipe_row=False),
         Row(
@@ -302,6 +307,7 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
         ),
         Row("DCNv2 (random split)", "id", grid=ID_GRID, split="random"),
         *[flip_id(epoch, key="rand10", grid=ID_GRID, split="random") for epoch in (1, 10)],
+        joint("rand10", split="random"),
     ]
     return Suite(
         dataset="movielens-100k",

@@ -8,7 +8,8 @@ the cached cells of `benchmarks/quality.py`:
   their intervals overlap even where one model is better on every resample);
 - label efficiency: test AUC against the fraction of the train labels a finetuning saw (`Row.train_fraction`),
   one column per `Row.family` (its plot is `benchmarks/plots.py`'s `quality_label_efficiency.png`);
-- the random split: the rows cut by `--split random`, against the random split's own DCNv2.
+- the random split: the rows cut by `--split random`, against the random split's own DCNv2 (at the points chosen
+  on validation, and each FLIP_ID row at every grid point of DCNv2, paired by seed).
 
     python benchmarks/views.py [--output_dir outputs/quality] [--records_dir benchmarks/quality_records] \\
         [--write_results benchmarks/RESULTS.md]
@@ -144,12 +145,19 @@ def slice_table(suite: quality.Suite, field: str, rows: list[str]) -> str:
 
 def slice_by_point_table(suite: quality.Suite, field: str, slice_index: int, rows: Sequence[str]) -> str:
     """Markdown: the test AUC on one slice of `field` (`SLICES[slice_index]`) of each of `rows` at every grid point
-    of the first row (the base), each row at the same point as the base: the mean over seeds and, for the other rows,
-    the difference with the base paired by seed. It separates what pretraining changes on a slice from what the
-    grid point that validation picked for each row changes ("-": no cells there)."""
+    of the first row (the base): `by_point_table` on that slice. It separates what pretraining changes on a slice
+    from what the grid point that validation picked for each row changes."""
     in_slice = frequency_slices(quality.prepared_data(suite), field) == slice_index
+    return by_point_table(suite, rows, in_slice, f"{field}: {SLICES[slice_index]}")
+
+
+def by_point_table(suite: quality.Suite, rows: Sequence[str], in_rows: np.ndarray | slice, title: str) -> str:
+    """Markdown: the test AUC on the test rows `in_rows` (a (N,) mask, or `slice(None)` for all) of each of `rows` at
+    every grid point of the first row (the base), each row at the same point as the base: the mean over seeds and,
+    for the other rows, the difference with the base paired by seed ("-": no cells there). Exploratory: the verdicts
+    read only the points that validation chose."""
     points = suite.row(rows[0]).grid
-    lines = [f"| model ({field}: {SLICES[slice_index]}) | " + " | ".join(point.label for point in points) + " |"]
+    lines = [f"| model ({title}) | " + " | ".join(point.label for point in points) + " |"]
     lines.append("|---|" + "---|" * len(points))
     base: dict[str, dict[int, float]] = {}
     for name in rows:
@@ -160,7 +168,7 @@ def slice_by_point_table(suite: quality.Suite, field: str, slice_index: int, row
                 texts.append("-")
                 continue
             labels, probs = scores
-            values = {seed: auc(labels[in_slice], p[in_slice]) for seed, p in zip(row.seeds, probs, strict=True)}
+            values = {seed: auc(labels[in_rows], p[in_rows]) for seed, p in zip(row.seeds, probs, strict=True)}
             if name == rows[0]:
                 base[point.label], paired = values, ""
             else:
@@ -239,6 +247,7 @@ POINT_SLICE_ROWS = (
     *(f"FLIP_ID-DCNv2 [ref10 epoch 3] w/o {loss}" for loss in ("ICL", "MLM", "MTM")),
 )
 RANDOM_SPLIT_BASE = "DCNv2 (random split)"
+RANDOM_SPLIT_POINT_ROWS = (RANDOM_SPLIT_BASE, *(f"FLIP_ID-DCNv2 [rand10 epoch {epoch}]" for epoch in (1, 10)))
 
 
 def random_split_table(suite: quality.Suite) -> str:
@@ -279,6 +288,8 @@ def views_markdown(suite: quality.Suite) -> str:
         + label_efficiency_table(suite)
         + "\n\n### Random 80/10/10 split of rows (seed 0)\n\n"
         + random_split_table(suite)
+        + "\n\nAt every grid point (each FLIP_ID row at DCNv2's point; paired by seed):\n\n"
+        + by_point_table(suite, RANDOM_SPLIT_POINT_ROWS, slice(None), "random split: all test rows")
     )
 
 

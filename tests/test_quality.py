@@ -158,6 +158,15 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     differences = [auc(labels[frequent], p[frequent]) - value for p, value in zip(pretrained, base_aucs)]
     assert dcnv2[0] == f"{np.mean(base_aucs):.4f}"
     assert flip[0].split(", ")[1] == f"{np.mean(differences):+.4f} ± {np.std(differences, ddof=1):.4f}"
+    whole = views.by_point_table(suite, ["DCNv2", "FLIP_ID-DCNv2"], slice(None), "all").splitlines()
+    whole_differences = [auc(labels, p) - auc(labels, b) for p, b in zip(pretrained, base)]
+    assert whole[2].split("|")[2].strip() == f"{np.mean([auc(labels, p) for p in base]):.4f}"
+    assert (
+        whole[3]
+        .split("|")[2]
+        .strip()
+        .endswith(f"{np.mean(whole_differences):+.4f} ± {np.std(whole_differences, ddof=1):.4f}")
+    )
     curve = views.label_efficiency(suite)["DCNv2"]
     assert sorted(curve) == [0.5, 1.0] and len(curve[0.5]) == 2
 
@@ -438,7 +447,7 @@ def test_paired_bootstrap_sees_a_gain_that_overlapping_intervals_hide(views):
 def test_views_name_rows_of_the_default_suite(quality, views):
     """A renamed row would silently drop out of the slice and random-split views."""
     names = {row.name for row in quality.default_suite().rows}
-    assert set(views.SLICE_ROWS) | set(views.POINT_SLICE_ROWS) <= names and views.RANDOM_SPLIT_BASE in names
+    assert set(views.SLICE_ROWS) | set(views.POINT_SLICE_ROWS) | set(views.RANDOM_SPLIT_POINT_ROWS) <= names
     assert {quality.model_name(quality.default_suite().row(name)) for name in views.SLICE_ROWS[1:]} == {
         "FLIP_ID (dcnv2)",
         "FLIP_PLM",
