@@ -122,3 +122,21 @@ def test_two_processes_match_one_process(tiny_tokenizer, tiny_text_config, tmp_p
         torch.testing.assert_close(two["params"][name], value, atol=1e-5, rtol=1e-4, msg=name)
         changed += not torch.equal(value, initial[name])
     assert changed > 0
+
+
+def _agreement_worker(rank: int, world_size: int, port: int, results) -> None:
+    from training.callbacks import any_process
+
+    torch.distributed.init_process_group(
+        "gloo", rank=rank, world_size=world_size, init_method=f"tcp://127.0.0.1:{port}"
+    )
+    results[rank] = (any_process(rank == 0, torch.device("cpu")), any_process(False, torch.device("cpu")))
+    torch.distributed.destroy_process_group()
+
+
+def test_a_stop_seen_by_one_process_stops_all():
+    """The time budget and the signal checkpoint stop every process at the same step (`any_process`): one that
+    stopped alone would leave the others waiting in their next collective."""
+    results = mp.get_context("spawn").Manager().dict()
+    mp.start_processes(_agreement_worker, args=(2, free_port(), results), nprocs=2, start_method="spawn")
+    assert dict(results) == {0: (True, False), 1: (True, False)}

@@ -4,6 +4,7 @@ joint, baselines) -> evaluate -> predict -> reload with AutoModel(trust_remote_c
 import dataclasses
 import json
 import os
+import signal
 import stat
 import warnings
 from pathlib import Path
@@ -361,6 +362,40 @@ def test_stop_after_epochs_then_resume_equals_a_straight_run(common_args, tmp_pa
     assert cut["epoch"] == 1 and cut["train_steps"] * 2 == straight["train_steps"]
     resumed = run_finetune(tmp_path / "cut", common_args, *flags, "--resume_from_checkpoint", "true")
     assert resumed["schedule_completed"] and resumed["train_steps"] == straight["train_steps"]
+    a, b = load_file(str(tmp_path / "straight/model.safetensors")), load_file(str(tmp_path / "cut/model.safetensors"))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_signal_saves_a_checkpoint_and_exits_and_the_run_resumes(common_args, tmp_path, monkeypatch):
+    """SIGTERM in step 2 of a 2-epoch run: the run saves checkpoint-2 there and exits with 128 + SIGTERM without
+    writing results.json (nothing reads it as finished) and with the previous handler back; resumed, it ends with
+    the weights of the uninterrupted run."""
+    from transformers import TrainerCallback
+
+    from training import callbacks
+
+    class SendSigterm(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    flags = ["--ctr_mode", "id", "--lr_scheduler_type", "linear", "--num_train_epochs", "2"]
+    flags += ["--load_best_model_at_end", "false", "--early_stopping_patience", "0"]
+    flags += ["--save_strategy", "steps", "--save_steps", "1000"]  # no checkpoint but the signal's
+    straight = run_finetune(tmp_path / "straight", common_args, *flags)
+    assert straight["train_steps"] > 4  # step 2 is inside the first epoch
+    before = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            finetune, "training_callbacks", lambda args: [SendSigterm(), *callbacks.training_callbacks(args)]
+        )
+        with pytest.raises(SystemExit) as stopped:
+            run_finetune(tmp_path / "cut", common_args, *flags)
+    assert stopped.value.code == 128 + signal.SIGTERM and signal.getsignal(signal.SIGTERM) is before
+    assert [path.name for path in (tmp_path / "cut").glob("checkpoint-*")] == ["checkpoint-2"]
+    assert not (tmp_path / "cut" / "results.json").exists()
+    resumed = run_finetune(tmp_path / "cut", common_args, *flags, "--resume_from_checkpoint", "true")
+    assert resumed["train_steps"] == straight["train_steps"]
     a, b = load_file(str(tmp_path / "straight/model.safetensors")), load_file(str(tmp_path / "cut/model.safetensors"))
     assert all(torch.equal(a[name], b[name]) for name in a)
 

@@ -371,6 +371,24 @@ MUTATIONS = [
         ("tests/test_training.py::test_resumed_run_keeps_the_early_stopping_count",),
     ),
     one(
+        "signal-skips-checkpoint",
+        "a SIGTERM ends the run without saving a checkpoint at the current step",
+        "training/callbacks.py",
+        "            control.should_training_stop = True\n"
+        '            control.should_save = args.save_strategy != "no"\n'
+        "        return control\n\n    def on_train_end",
+        "            control.should_training_stop = True\n        return control\n\n    def on_train_end",
+        ("tests/test_training.py::test_a_signal_saves_a_checkpoint_and_exits_and_the_run_resumes",),
+    ),
+    one(
+        "stop-not-agreed-across-processes",
+        "a process stops on its own time budget or signal while the others go on (a hang in DDP)",
+        "training/callbacks.py",
+        "    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:",
+        "    if True:",
+        ("tests/test_distributed.py::test_a_stop_seen_by_one_process_stops_all",),
+    ),
+    one(
         "cell-resumes-changed-arguments",
         "a killed quality cell resumes from its checkpoints even when the cell's arguments changed since",
         "benchmarks/quality.py",

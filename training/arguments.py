@@ -193,6 +193,7 @@ class FlipTrainingArguments(TrainingArguments):
     of the ID tables), `early_stopping_patience` (0 = off),
     `max_train_minutes` (time budget: training stops, evaluates and saves once it is spent),
     `stop_after_epochs` (end this run after N epochs with the schedule of the whole run, to resume later),
+    `save_on_signal` (on SIGTERM / SIGUSR1: checkpoint at the current step, then exit 128 + signal; on by default),
     `log_tabular_gradients` (per-loss gradient norms into the tabular tower, see `FlipTrainer`).
     `push_to_hub=True` does NOT go to `Trainer` (which would create the repo in `__init__` and overwrite the card):
     it is moved to `push_final_to_hub` and the script publishes the final folder with `training.hub` instead.
@@ -239,6 +240,13 @@ class FlipTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Stop training after this wall time (bounded budgets); the schedule still follows max_steps."
+        },
+    )
+    save_on_signal: bool = field(
+        default=True,
+        metadata={
+            "help": "On SIGTERM or SIGUSR1 (a scheduler's end), save a checkpoint at the current step and exit with "
+            "128 + the signal number, to continue with --resume_from_checkpoint; a second signal acts as before."
         },
     )
     stop_after_epochs: float | None = field(
