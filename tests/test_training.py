@@ -400,6 +400,18 @@ def test_a_signal_saves_a_checkpoint_and_exits_and_the_run_resumes(common_args, 
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+def test_a_run_in_another_thread_trains_without_signal_handlers(common_args, tmp_path):
+    """Only the main thread may set signal handlers: a run started in a thread (a notebook's worker, a server) trains
+    as usual instead of failing in `signal.signal`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        results = pool.submit(
+            run_finetune, tmp_path, common_args, "--ctr_mode", "id", "--num_train_epochs", "1"
+        ).result()
+    assert results["schedule_completed"]
+
+
 def test_resumed_run_keeps_the_early_stopping_count(common_args, tmp_path):
     """At learning rate 0 the validation AUC never improves, so patience 2 ends a run a fixed number of epochs in. A
     run cut after epoch 2 and resumed restores its patience count from the checkpoint and ends at the same epoch (a

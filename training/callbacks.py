@@ -3,6 +3,7 @@ budget for a run cut into segments, and a checkpoint on SIGTERM / SIGUSR1 before
 
 import signal
 import sys
+import threading
 import time
 
 import torch
@@ -67,7 +68,8 @@ class SaveOnSignalCallback(TrainerCallback):
         self.previous = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.previous = {signum: signal.signal(signum, self.handle) for signum in self.SIGNALS}
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            self.previous = {signum: signal.signal(signum, self.handle) for signum in self.SIGNALS}
 
     def on_step_end(self, args, state, control, **kwargs):
         if any_process(self.received is not None, args.device):
