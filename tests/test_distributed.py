@@ -130,7 +130,8 @@ def _agreement_worker(rank: int, world_size: int, port: int, results) -> None:
     torch.distributed.init_process_group(
         "gloo", rank=rank, world_size=world_size, init_method=f"tcp://127.0.0.1:{port}"
     )
-    results[rank] = (any_process(rank == 0, torch.device("cpu")), any_process(False, torch.device("cpu")))
+    cpu = torch.device("cpu")
+    results[rank] = (any_process(rank == 0, cpu, 10), any_process(False, cpu, 10), any_process(rank == 0, cpu, 11))
     torch.distributed.destroy_process_group()
 
 
@@ -139,4 +140,4 @@ def test_a_stop_seen_by_one_process_stops_all():
     stopped alone would leave the others waiting in their next collective."""
     results = mp.get_context("spawn").Manager().dict()
     mp.start_processes(_agreement_worker, args=(2, free_port(), results), nprocs=2, start_method="spawn")
-    assert dict(results) == {0: (True, False), 1: (True, False)}
+    assert dict(results) == {0: (True, False, False), 1: (True, False, False)}  # step 11: no all-reduce, no stop

@@ -25,7 +25,7 @@ class TimeBudgetCallback(TrainerCallback):
         self.start = time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if any_process(time.time() - self.start >= self.seconds, args.device):
+        if any_process(time.time() - self.start >= self.seconds, args.device, state.global_step):
             control.should_training_stop = True
             control.should_evaluate = args.eval_strategy != "no"
             control.should_save = args.save_strategy != "no"
@@ -72,7 +72,7 @@ class SaveOnSignalCallback(TrainerCallback):
             self.previous = {signum: signal.signal(signum, self.handle) for signum in self.SIGNALS}
 
     def on_step_end(self, args, state, control, **kwargs):
-        if any_process(self.received is not None, args.device):
+        if any_process(self.received is not None, args.device, state.global_step):
             self.received = self.received or signal.SIGTERM  # another process got it
             control.should_training_stop = True
             control.should_save = args.save_strategy != "no"
@@ -89,11 +89,17 @@ class SaveOnSignalCallback(TrainerCallback):
             raise SystemExit(128 + self.received)
 
 
-def any_process(flag: bool, device: torch.device) -> bool:
-    """`flag` of any process of a distributed run (one all-reduce), so that all stop at the same step: a process
-    that stops alone leaves the others waiting in their next collective."""
+AGREE_EVERY_STEPS = 10
+
+
+def any_process(flag: bool, device: torch.device, step: int) -> bool:
+    """`flag` of any process of a distributed run, so that all stop at the same step: a process that stops alone
+    leaves the others waiting in their next collective. The all-reduce (a host sync) runs only every
+    `AGREE_EVERY_STEPS` steps, the same steps on every process, to keep it off the hot path; one process: `flag`."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return flag
+    if step % AGREE_EVERY_STEPS:
+        return False
     value = torch.tensor(float(flag), device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
