@@ -366,10 +366,20 @@ def test_stop_after_epochs_then_resume_equals_a_straight_run(common_args, tmp_pa
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
-def test_a_signal_saves_a_checkpoint_and_exits_and_the_run_resumes(common_args, tmp_path, monkeypatch):
-    """SIGTERM in step 2 of a 2-epoch run: the run saves checkpoint-2 there and exits with 128 + SIGTERM without
-    writing results.json (nothing reads it as finished) and with the previous handler back; resumed, it ends with
-    the weights of the uninterrupted run."""
+# no checkpoint but the signal's:
+SAVE_ONLY_ON_SIGNAL = (
+    "--load_best_model_at_end false --early_stopping_patience 0 --save_strategy steps --save_steps 1000"
+)
+
+
+@pytest.mark.parametrize(
+    "save_flags", [SAVE_ONLY_ON_SIGNAL.split(), []], ids=["save-steps", "save-epoch-early-stopping"]
+)
+def test_a_signal_saves_a_checkpoint_and_exits_and_the_run_resumes(common_args, tmp_path, monkeypatch, save_flags):
+    """SIGTERM in step 2 of a 2-epoch run: the run saves checkpoint-2 there, without evaluating, and exits with
+    128 + SIGTERM without writing results.json (nothing reads it as finished) and with the previous handler back;
+    resumed, it evaluates at the same steps as the uninterrupted run and ends with its weights. With per-epoch
+    checkpoints and early stopping, an evaluation at the cut would enter the checkpoint (a step towards patience)."""
     from transformers import TrainerCallback
 
     from training import callbacks
@@ -379,9 +389,7 @@ def test_a_signal_saves_a_checkpoint_and_exits_and_the_run_resumes(common_args, 
             if state.global_step == 2:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    flags = ["--ctr_mode", "id", "--lr_scheduler_type", "linear", "--num_train_epochs", "2"]
-    flags += ["--load_best_model_at_end", "false", "--early_stopping_patience", "0"]
-    flags += ["--save_strategy", "steps", "--save_steps", "1000"]  # no checkpoint but the signal's
+    flags = ["--ctr_mode", "id", "--lr_scheduler_type", "linear", "--num_train_epochs", "2", *save_flags]
     straight = run_finetune(tmp_path / "straight", common_args, *flags)
     assert straight["train_steps"] > 4  # step 2 is inside the first epoch
     before = signal.getsignal(signal.SIGTERM)
@@ -396,8 +404,15 @@ def test_a_signal_saves_a_checkpoint_and_exits_and_the_run_resumes(common_args, 
     assert not (tmp_path / "cut" / "results.json").exists()
     resumed = run_finetune(tmp_path / "cut", common_args, *flags, "--resume_from_checkpoint", "true")
     assert resumed["train_steps"] == straight["train_steps"]
+    assert evaluations(tmp_path / "cut") == evaluations(tmp_path / "straight")
     a, b = load_file(str(tmp_path / "straight/model.safetensors")), load_file(str(tmp_path / "cut/model.safetensors"))
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def evaluations(output_dir) -> list[tuple[int, float]]:
+    """(step, validation AUC) of every evaluation in the run's `trainer_state.json`."""
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [(entry["step"], entry["eval_auc"]) for entry in state["log_history"] if "eval_auc" in entry]
 
 
 def test_a_run_in_another_thread_trains_without_signal_handlers(common_args, tmp_path):

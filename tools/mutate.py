@@ -376,8 +376,16 @@ MUTATIONS = [
         "training/callbacks.py",
         "            control.should_training_stop = True\n"
         '            control.should_save = args.save_strategy != "no"\n'
-        "        return control\n\n    def on_train_end",
-        "            control.should_training_stop = True\n        return control\n\n    def on_train_end",
+        "        return control\n\n    def on_epoch_end",
+        "            control.should_training_stop = True\n        return control\n\n    def on_epoch_end",
+        ("tests/test_training.py::test_a_signal_saves_a_checkpoint_and_exits_and_the_run_resumes",),
+    ),
+    one(
+        "signal-cut-evaluates",
+        "a SIGTERM inside an epoch also evaluates there (an extra step towards early stopping's patience)",
+        "training/callbacks.py",
+        "            control.should_evaluate = False  # the Trainer's",
+        "            pass  # the Trainer's",
         ("tests/test_training.py::test_a_signal_saves_a_checkpoint_and_exits_and_the_run_resumes",),
     ),
     one(

@@ -49,8 +49,10 @@ class SaveOnSignalCallback(TrainerCallback):
     """End the run like a kill, but with a fresh checkpoint: on SIGTERM or SIGUSR1 (a scheduler's or a session's
     end; SLURM's `--signal`), finish the current step, save a checkpoint there and exit with status 128 + the
     signal's number, without the script's final evaluation or outputs, so that nothing reads a cut run as a finished
-    one; `--resume_from_checkpoint` continues it. The first signal restores the previous handlers, so a second one
-    acts as before (e.g. terminates a hung step)."""
+    one; `--resume_from_checkpoint` continues it. A cut inside an epoch is not evaluated (the Trainer would, as at an
+    epoch's end): that evaluation would enter the checkpoint, count towards early stopping's patience and could
+    become the best model, so the resumed run would differ from an uninterrupted one. The first signal restores the
+    previous handlers, so a second one acts as before (e.g. terminates a hung step)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -76,6 +78,11 @@ class SaveOnSignalCallback(TrainerCallback):
             self.received = self.received or signal.SIGTERM  # another process got it
             control.should_training_stop = True
             control.should_save = args.save_strategy != "no"
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.received is not None and abs(state.epoch - round(state.epoch)) > 1e-6:
+            control.should_evaluate = False  # the Trainer's epoch-end evaluation: not at a cut inside an epoch
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
