@@ -195,6 +195,7 @@ MEAN_POOLING = flags("--text_pooling mean")
 # autocast where the machine has native bf16 (hours per cell on a CPU otherwise); the ID rows stay fp32, and
 # `FLIP_ID-DCNv2 [ref10 epoch 1] (bf16 finetuning)` checks bf16 finetuning against its fp32 cells.
 TEXT_RECIPE = flags("--learning_rate 5e-5 --weight_decay 1e-3 --per_device_train_batch_size 128 --num_train_epochs 25")
+FIVE_SEEDS = (0, 1, 2, 3, 4)
 JOINT_GRID = (REFERENCE, GridPoint("alpha init 0.5", flags("--joint_alpha_init 0.5")))
 
 
@@ -305,8 +306,11 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
             precision="bf16",
             recipe_row=False,
         ),
-        Row("DCNv2 (random split)", "id", grid=ID_GRID, split="random"),
-        *[flip_id(epoch, key="rand10", grid=ID_GRID, split="random") for epoch in (1, 10)],
+        # 5 seeds on the random split's target pair: its 3-seed verdict hung on a validation near-tie of DCNv2's
+        # two best points, so seeds 3-4 were declared (before running) for both rows at every point
+        Row("DCNv2 (random split)", "id", grid=ID_GRID, split="random", seeds=FIVE_SEEDS),
+        flip_id(1, key="rand10", grid=ID_GRID, split="random"),
+        flip_id(10, key="rand10", grid=ID_GRID, split="random", seeds=FIVE_SEEDS),
         joint("rand10", split="random"),
     ]
     return Suite(
