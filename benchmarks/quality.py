@@ -49,6 +49,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/quality.py` from anywhere
 from processing.atomic_io import atomic_file, write_json  # noqa: E402
 from training import finetune, pretrain  # noqa: E402
 from training.arguments import DataArguments, ModelArguments, cpu_has_native_bf16  # noqa: E402
+from training.callbacks import is_epoch_end  # noqa: E402
 from training.ctr_metrics import rela_impr  # noqa: E402
 from training.run_output import predictions_name  # noqa: E402
 
@@ -402,7 +403,7 @@ def epoch_checkpoints(folder: Path) -> dict[int, Path]:
     found = {}
     for state_path in folder.glob("checkpoint-*/trainer_state.json"):
         epoch = json.loads(state_path.read_text())["epoch"]
-        if abs(epoch - round(epoch)) < 1e-6:
+        if is_epoch_end(epoch):
             found[round(epoch)] = state_path.parent
     return dict(sorted(found.items()))
 

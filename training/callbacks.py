@@ -45,6 +45,12 @@ class EpochBudgetCallback(TrainerCallback):
         return control
 
 
+def is_epoch_end(epoch: float) -> bool:
+    """Whether `TrainerState.epoch` marks the end of an epoch (a whole number, up to float error), not a step inside
+    one."""
+    return abs(epoch - round(epoch)) < 1e-6
+
+
 class SaveOnSignalCallback(TrainerCallback):
     """End the run like a kill, but with a fresh checkpoint: on SIGTERM or SIGUSR1 (a scheduler's or a session's
     end; SLURM's `--signal`), finish the current step, save a checkpoint there and exit with status 128 + the
@@ -81,7 +87,7 @@ class SaveOnSignalCallback(TrainerCallback):
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self.received is not None and abs(state.epoch - round(state.epoch)) > 1e-6:
+        if self.received is not None and not is_epoch_end(state.epoch):
             control.should_evaluate = False  # the Trainer's epoch-end evaluation: not at a cut inside an epoch
         return control
 
