@@ -583,6 +583,24 @@ def start_cell_segment(out: str, argv: list[str], precision: str) -> Path | None
     return resume_from
 
 
+def end_cell_segment(out: str, wall_time_s: float) -> None:
+    """Write the wall time of the cell's current (last) segment into `CELL_SEGMENTS`."""
+    log_path = Path(out, CELL_SEGMENTS)
+    log = json.loads(log_path.read_text())
+    log["segments"][-1]["wall_time_s"] = round(wall_time_s, 1)
+    write_json(str(log_path), log)
+
+
+def cell_wall_time(segments: list[dict]) -> dict:
+    """The wall time of a cell over all its segments (`wall_time_s`) and how many segments have no recorded time
+    (`untimed_segments`: SIGKILLed, or run before segment times were recorded), so that the sum is a lower bound."""
+    times = [segment.get("wall_time_s") for segment in segments]
+    return {
+        "wall_time_s": round(sum(t for t in times if t is not None), 1),
+        "untimed_segments": sum(t is None for t in times),
+    }
+
+
 def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, init_from: Path | None) -> dict:
     """Finetune one (row, grid point, seed), resuming a killed earlier segment of it (`start_cell_segment`), and
     write its record (JSON): the metrics, the validation AUC after each epoch, the segments and, for a pretrained ID
@@ -592,15 +610,19 @@ def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, ini
     argv = finetune_argv(suite, row, point, seed, data, init_from, out)
     precision = resolve_precision(row.precision)
     resume_from = start_cell_segment(out, repo_relative(argv), precision)
-    hw = hardware()
-    results = finetune.main(
-        argv
-        + (["--bf16", "true"] if precision == "bf16" else [])
-        + (["--resume_from_checkpoint", str(resume_from)] if resume_from else [])
-    )
+    hw, start = hardware(), time.time()
+    try:
+        results = finetune.main(
+            argv
+            + (["--bf16", "true"] if precision == "bf16" else [])
+            + (["--resume_from_checkpoint", str(resume_from)] if resume_from else [])
+        )
+    finally:  # a segment cut by a signal (SystemExit) or an error keeps its time too; a SIGKILLed one cannot
+        end_cell_segment(out, time.time() - start)
     for checkpoint in Path(out).glob("checkpoint-*"):  # the final folder holds the best model
         shutil.rmtree(checkpoint, ignore_errors=True)
     history = json.loads(Path(out, "trainer_state.json").read_text())["log_history"]
+    segments = json.loads(Path(out, CELL_SEGMENTS).read_text())["segments"]
     record = {
         "row": row.name,
         "grid_point": point.label,
@@ -608,7 +630,7 @@ def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, ini
         "row_spec": asdict(row),
         "argv": ["python", "-m", "training.finetune", *argv],
         "hardware": hw,
-        "segments": json.loads(Path(out, CELL_SEGMENTS).read_text())["segments"],
+        "segments": segments,
         "git_commit": git_commit(),
         "test_auc": results["test"]["test_auc"],
         "test_logloss": results["test"]["test_logloss"],
@@ -617,7 +639,7 @@ def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, ini
         "validation_logloss": results["validation"].get("eval_logloss"),
         "epoch": results["test"].get("epoch"),
         "validation_auc_per_epoch": [entry["eval_auc"] for entry in history if "eval_auc" in entry],
-        "wall_time_s": results["wall_time_s"],
+        **cell_wall_time(segments),
         "pretraining": checkpoint_record(init_from),
         "tower_drift": tower_drift(init_from, Path(out)) if init_from and row.mode == "id" else None,
         "finetune_results": results,
@@ -731,7 +753,8 @@ def seed_std(values: np.ndarray) -> float:
 
 
 def summarize(records: list[dict]) -> dict:
-    """Mean / std (`seed_std`) of test AUC and LogLoss, mean validation AUC and wall time."""
+    """Mean / std (`seed_std`) of test AUC and LogLoss, mean validation AUC and wall time (a lower bound where a
+    segment of a cell has no recorded time)."""
 
     def stats(key: str) -> tuple[float, float]:
         values = np.array([record[key] for record in records], dtype=float)
@@ -746,6 +769,7 @@ def summarize(records: list[dict]) -> dict:
         "epochs": float(np.mean([record.get("epoch") or np.nan for record in records])),
         "test_rows": sorted({record.get("test_rows") for record in records}, key=str),
         "wall_time_s": float(np.mean([record["wall_time_s"] for record in records])),
+        "wall_time_is_lower_bound": any(record.get("untimed_segments") for record in records),
         "pretraining": records[0]["pretraining"],
         "hardware": records[0]["hardware"],
     }
@@ -792,7 +816,8 @@ def markdown_table(suite: Suite) -> str:
         lines.append(
             f"| {name} | {plm} | {describe_start(row, s)} | {s['grid_point']} | {s['auc'][0]:.4f} ± "
             f"{s['auc'][1]:.4f} | {s['logloss'][0]:.4f} ± {s['logloss'][1]:.4f} | {s['val_auc']:.4f} | {rel} | {vs} "
-            f"| {s['seeds']} | {s['epochs']:.1f} | {s['wall_time_s']:.0f} s | {s['hardware']} |"
+            f"| {s['seeds']} | {s['epochs']:.1f} | {'>= ' * s['wall_time_is_lower_bound']}{s['wall_time_s']:.0f} s "
+            f"| {s['hardware']} |"
         )
     return "\n".join(lines)
 

@@ -189,7 +189,8 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
 
 
 def test_grid_point_is_chosen_on_validation_never_on_test(quality, tmp_path):
-    """The reported point is the one with the best mean validation AUC among the points with every seed."""
+    """The reported point is the one with the best mean validation AUC among the points with every seed; its wall
+    time is marked as a lower bound when a seed's cell has an untimed segment."""
     grid = (quality.REFERENCE, quality.GridPoint("a"), quality.GridPoint("b"))
     suite = quality.Suite("d", "t", str(tmp_path), [quality.Row("DCNv2", "id", seeds=(0, 1), grid=grid)])
     row = suite.rows[0]
@@ -200,10 +201,12 @@ def test_grid_point_is_chosen_on_validation_never_on_test(quality, tmp_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             record = {"row": "DCNv2", "grid_point": point.label, "seed": seed, "validation_auc": val_auc}
             record |= {"test_auc": test_auc, "test_logloss": 0.6, "test_rows": 10, "wall_time_s": 1, "epoch": 1}
+            record |= {"untimed_segments": seed}  # seed 1's time misses a segment: the mean is a lower bound
             path.write_text(json.dumps({**record, "pretraining": None, "hardware": "cpu"}))
     chosen = quality.selected_cells(suite)["DCNv2"]
     assert {r["grid_point"] for r in chosen} == {"a"}  # not the best test AUC, not the 1-seed point "b"
     assert "| a |" in quality.markdown_table(suite) and "0.7150 (2)" in quality.grid_table(suite)
+    assert "| 2 | 1.0 | >= 1 s |" in quality.markdown_table(suite)
 
 
 def write_reference_cells(quality, suite, values: dict[str, tuple[float, float]]) -> None:
@@ -355,7 +358,8 @@ def test_a_killed_cell_resumes_from_its_last_epoch_and_records_both_segments(
     quality, table, tiny_encoder_dir, tmp_path, monkeypatch
 ):
     """A cell killed after its first epoch's checkpoint resumes there (not from scratch) and ends with the test AUC
-    of an uninterrupted cell; its record lists both segments. A cell whose arguments changed since starts over."""
+    of an uninterrupted cell; its record lists both segments, each timed, and its wall time is their sum. A cell
+    whose arguments changed since starts over."""
     straight_suite, _ = one_row_suite(quality, table, tiny_encoder_dir, tmp_path / "straight")
     assert quality.run_rows(straight_suite) == []
     straight = quality.load_cells(straight_suite)["DCNv2"]["reference"][0]
@@ -378,6 +382,8 @@ def test_a_killed_cell_resumes_from_its_last_epoch_and_records_both_segments(
     assert argvs[1][-2:] == ["--resume_from_checkpoint", str(checkpoint)]
     record = quality.load_cells(suite)["DCNv2"]["reference"][0]
     assert [segment["resumed_from"] for segment in record["segments"]] == [None, str(checkpoint)]
+    times = [segment["wall_time_s"] for segment in record["segments"]]
+    assert min(times) > 0 and record["wall_time_s"] == pytest.approx(sum(times)) and record["untimed_segments"] == 0
     assert record["epoch"] == straight["epoch"] and record["test_auc"] == pytest.approx(straight["test_auc"])
 
     (out / "checkpoint-1").mkdir()  # a checkpoint of the old arguments would be resumed if the argv were not checked

@@ -404,6 +404,14 @@ MUTATIONS = [
         "if log else None",
         ("tests/test_quality.py::test_a_killed_cell_resumes_from_its_last_epoch_and_records_both_segments",),
     ),
+    one(
+        "cell-time-last-segment",
+        "a resumed quality cell reports the wall time of its last segment only (hours of a cut cell went missing)",
+        "benchmarks/quality.py",
+        '"wall_time_s": round(sum(t for t in times if t is not None), 1),',
+        '"wall_time_s": times[-1],',
+        ("tests/test_quality.py::test_a_killed_cell_resumes_from_its_last_epoch_and_records_both_segments",),
+    ),
 ]
 
 HEAVY_IMPORTS = ("torch", "transformers", "datasets", "accelerate", "peft", "pandas", "sklearn", "pytest")
