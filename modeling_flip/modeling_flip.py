@@ -198,6 +198,13 @@ class FlipCTROutput(ModelOutput):
     l2_loss: torch.FloatTensor | None = None
 
 
+def in_field_order(output: ModelOutput) -> ModelOutput:
+    """`output`, filled in one field at a time (its keys in the order they were set), rebuilt with its keys in the
+    order of its fields: the `transformers` convention that `output[0]`, `to_tuple()` and the `Trainer`'s
+    predictions rely on (`loss` first when computed, then `logits`)."""
+    return type(output)(**dict(output.items()))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Blocks
 # ----------------------------------------------------------------------------------------------------------------
@@ -536,7 +543,7 @@ class FlipModel(FlipPreTrainedModel):
                 attention_mask = torch.ones_like(input_ids)
             output.text_last_hidden_state, output.text_pooled = self.encode_text(input_ids, attention_mask)
             output.text_embeds = self.text_projection(output.text_pooled)
-        return output
+        return in_field_order(output)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -622,7 +629,7 @@ class FlipForPretraining(FlipPreTrainedModel):
         if return_loss:
             output.icl_loss, output.mlm_loss, output.mtm_loss = (losses.get(name) for name in ("icl", "mlm", "mtm"))
             output.loss = sum(getattr(config, f"{name}_weight") * loss for name, loss in losses.items())
-        return output
+        return in_field_order(output)
 
     def _mlm_loss(
         self,
@@ -779,7 +786,7 @@ class FlipForCTR(FlipPreTrainedModel):
                     tables.embeddings.weight.pow(2).sum() + tables.linear.weight.pow(2).sum()
                 )
                 output.loss = output.loss + output.l2_loss
-        return output
+        return in_field_order(output)
 
 
 def _bce(logits: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor | None:

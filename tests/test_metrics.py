@@ -52,6 +52,17 @@ def test_compute_metrics_takes_logits_from_a_tuple(scores):
         assert got == pytest.approx(expected)
 
 
+def test_compute_metrics_scores_the_named_towers(scores):
+    """A joint model's predictions (logits, id_logits, text_logits) add `id_auc` / `text_auc`, in that order."""
+    labels, probs = scores
+    logits = np.log(probs / (1 - probs))
+    towers = (-logits, logits + np.random.default_rng(0).normal(0, 3, len(logits)))
+    got = compute_metrics(EvalPrediction((logits, *towers), labels.astype(np.float32)), tower_names=("id", "text"))
+    expected = ctr_metrics(labels, probs) | {"id_auc": 1 - auc(labels, probs)}
+    expected["text_auc"] = auc(labels, sigmoid(towers[1]))
+    assert got == pytest.approx(expected) and got["id_auc"] < 0.5 < got["text_auc"] < got["auc"]
+
+
 def test_evaluate_module_loads_offline(scores, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     labels, probs = scores

@@ -1,5 +1,6 @@
 """FLIP models: shapes, losses, switches, save/load, pretrained text encoder, memorisation, DDP gather, LoRA."""
 
+import dataclasses
 import logging
 import math
 
@@ -90,6 +91,14 @@ def _count_calls(module: torch.nn.Module) -> list:
 # ------------------------------------------------------------------------------------------------ shapes and losses
 
 
+def assert_keys_in_field_order(output) -> None:
+    """The `transformers` convention: the keys set follow the output's fields (`output[0]` is the loss when there is
+    one, and the Trainer's predictions come in that order)."""
+    names = [field.name for field in dataclasses.fields(output) if getattr(output, field.name) is not None]
+    assert list(output.keys()) == names
+    assert output[0] is getattr(output, names[0]) and output.to_tuple()[0] is output[0]
+
+
 @pytest.mark.parametrize("mtm_loss", MTM_LOSSES)
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_pretraining_shapes_and_finite_losses(tester, backbone, mtm_loss):
@@ -102,6 +111,8 @@ def test_pretraining_shapes_and_finite_losses(tester, backbone, mtm_loss):
     for name in ("loss", "icl_loss", "mlm_loss", "mtm_loss", "mlm_accuracy", "mtm_accuracy"):
         assert getattr(output, name).dim() == 0 and torch.isfinite(getattr(output, name)), name
     assert torch.allclose(output.loss, output.icl_loss + output.mlm_loss + output.mtm_loss)
+    assert_keys_in_field_order(output)
+    assert output[0] is output.loss
 
 
 @pytest.mark.parametrize("ctr_mode", CTR_MODES)
@@ -116,6 +127,8 @@ def test_ctr_shapes_and_losses(tester, backbone, ctr_mode):
     assert (output.alpha is not None) == (output.joint_loss is not None) == (ctr_mode == "joint")
     components = [loss for loss in (output.joint_loss, output.id_loss, output.text_loss) if loss is not None]
     assert torch.isfinite(output.loss) and torch.allclose(output.loss, sum(components))
+    assert_keys_in_field_order(output)
+    assert output[0] is output.loss and output[1] is output.logits
     if ctr_mode == "joint":  # alpha starts at 0: the joint logit is the text logit plus the (zero) bias
         assert torch.allclose(output.logits, output.text_logits)
 
@@ -172,6 +185,7 @@ def test_ctr_without_labels_has_no_loss(tester):
     inputs.pop("labels")
     output = FlipForCTR(tester.get_config()).eval()(**inputs)
     assert output.loss is None and output.logits.shape == (tester.batch_size,)
+    assert output[0] is output.logits
 
 
 def test_flip_model_features(tester):
@@ -185,6 +199,7 @@ def test_flip_model_features(tester):
     assert output.tabular_hidden.shape == (batch, model.tabular_model.output_size)
     assert torch.equal(output.tabular_embeds, model.get_tabular_features(inputs["field_ids"]))
     assert torch.equal(output.text_embeds, model.get_text_features(inputs["input_ids"], inputs["attention_mask"]))
+    assert_keys_in_field_order(output)
 
 
 def test_mean_pooling_ignores_padding(tester):

@@ -21,6 +21,8 @@ from processing import FlipProcessor
 from processing.atomic_io import current_umask
 from training import evaluate, finetune, predict, pretrain
 from training.arguments import ModelArguments, load_config_file, make_parser, parse_args
+from training.ctr_metrics import auc
+from training.export import load_id_tower
 from training.model_builder import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
@@ -74,6 +76,20 @@ def test_finetune_modes_report_validation_and_test(finetuned, pretrained, mode):
     assert model.config.ctr_mode == mode
     assert (model.flip.text_model is None) == (mode == "id")
     assert type(AutoModel.from_pretrained(output_dir, trust_remote_code=True)).__name__ == "FlipModel"
+    tower_aucs = {"validation": {"eval_id_auc", "eval_text_auc"}, "test": {"test_id_auc", "test_text_auc"}}
+    for split, keys in tower_aucs.items():  # a joint model's towers are scored alone too
+        assert (keys <= set(results[split])) == (mode == "joint") and not keys & set(results[split]) - keys
+
+
+def test_a_joint_models_id_auc_is_its_id_tower_scored_alone(finetuned, table):
+    """`test_id_auc` of the joint run equals the AUC of its ID tower exported alone (`flip export-id`'s model), so
+    neither the towers' order nor the mixed logits stand in for it."""
+    output_dir, results = finetuned["joint"]
+    tower, processor = load_id_tower(output_dir), FlipProcessor.from_pretrained(output_dir)
+    encoded = evaluate.load_split(table, "test", processor, tower.config, None)
+    probs = predict.predict_probs(tower, processor, encoded, batch_size=64, progress=False)
+    assert auc(encoded["labels"], probs) == pytest.approx(results["test"]["test_id_auc"], abs=1e-6)
+    assert results["test"]["test_text_auc"] != pytest.approx(results["test"]["test_id_auc"], abs=1e-4)
 
 
 def test_output_files_and_folders_follow_the_umask(finetuned):

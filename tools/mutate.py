@@ -405,6 +405,26 @@ MUTATIONS = [
         ("tests/test_quality.py::test_a_killed_cell_resumes_from_its_last_epoch_and_records_both_segments",),
     ),
     one(
+        "output-keys-in-set-order",
+        "a model output keeps its keys in the order they were set (loss last): output[0] and the Trainer's "
+        "predictions no longer start with loss / logits",
+        "modeling_flip/modeling_flip.py",
+        "    return type(output)(**dict(output.items()))",
+        "    return output",
+        (
+            "tests/test_modeling_flip.py::test_ctr_shapes_and_losses",
+            "tests/test_training.py::test_a_joint_models_id_auc_is_its_id_tower_scored_alone",
+        ),
+    ),
+    one(
+        "tower-aucs-swapped",
+        "a joint model's id_auc / text_auc name the other tower",
+        "training/finetune.py",
+        'TOWER_LOGITS = {"id": "id_logits", "text": "text_logits"}',
+        'TOWER_LOGITS = {"text": "id_logits", "id": "text_logits"}',
+        ("tests/test_training.py::test_a_joint_models_id_auc_is_its_id_tower_scored_alone",),
+    ),
+    one(
         "cell-time-last-segment",
         "a resumed quality cell reports the wall time of its last segment only (hours of a cut cell went missing)",
         "benchmarks/quality.py",

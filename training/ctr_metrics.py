@@ -4,6 +4,7 @@ The same AUC / LogLoss are available through the `evaluate` API from the local m
 `training/metrics/flip_ctr` (works offline), see `load_flip_ctr_metric`.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,17 @@ def ctr_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     return {"auc": auc(labels, probs), "logloss": log_loss(labels, probs)}
 
 
-def compute_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
-    """`Trainer` hook: logits are the first prediction (the others are per-batch component losses, P6)."""
+def compute_metrics(eval_pred: EvalPrediction, tower_names: Sequence[str] = ()) -> dict[str, float]:
+    """`Trainer` hook: AUC / LogLoss of the click logits, the first prediction (N,). The next predictions, one per
+    name in `tower_names`, are the logits (N,) of a joint model's towers (`training.finetune` keeps `id_logits`,
+    `text_logits`): each adds `<name>_auc`. Further predictions (e.g. per-batch losses) are ignored."""
     predictions = eval_pred.predictions
-    logits = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
-    return ctr_metrics(np.asarray(eval_pred.label_ids).reshape(-1), sigmoid(np.asarray(logits).reshape(-1)))
+    logits, *others = predictions if isinstance(predictions, (tuple, list)) else (predictions,)
+    labels = np.asarray(eval_pred.label_ids).reshape(-1)
+    metrics = ctr_metrics(labels, sigmoid(np.asarray(logits).reshape(-1)))
+    for name, tower_logits in zip(tower_names, others, strict=False):
+        metrics[f"{name}_auc"] = auc(labels, sigmoid(np.asarray(tower_logits).reshape(-1)))
+    return metrics
 
 
 def load_flip_ctr_metric():

@@ -13,7 +13,8 @@
 
 Early stopping and the best checkpoint use the **validation** AUC; the best model is then evaluated once on the
 test split. `output_dir` ends up holding the final model (LoRA merged), processor, code files, README.md (model
-card) and `results.json` (validation + test AUC/LogLoss, wall time, command, hardware), plus `roc_test.png`,
+card) and `results.json` (validation + test AUC/LogLoss, for a joint model also each tower's AUC alone
+(`id_auc`, `text_auc`), wall time, command, hardware), plus `roc_test.png`,
 `calibration_test.png`, `training_curves.png` (loss components, validation AUC/LogLoss, joint alpha) and
 `predictions_test.npz` (the test labels and click probabilities, in row order).
 `--report_to tensorboard` also logs every value to TensorBoard under `output_dir/runs` (`pip install
@@ -22,9 +23,11 @@ card) and `results.json` (validation + test AUC/LogLoss, wall time, command, har
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import fields
+from functools import partial
 
-from transformers import EarlyStoppingCallback, set_seed
+from transformers import EarlyStoppingCallback, EvalPrediction, set_seed
 
 from modeling_flip import FlipCTROutput, FlipForCTR
 from processing.collators import DataCollatorForCTR
@@ -49,8 +52,21 @@ from .run_output import run_record, save_predictions, save_run, saved_model_vali
 from .trainer import FlipTrainer
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, FlipTrainingArguments)
-# Evaluation keeps only the final `logits` as predictions (the component logits/losses are logged by FlipTrainer).
-NON_LOGIT_OUTPUTS = [field.name for field in fields(FlipCTROutput) if field.name not in ("loss", "logits")]
+# a joint model's tower logits, in the order of FlipCTROutput's fields (the order of the evaluation's predictions)
+TOWER_LOGITS = {"id": "id_logits", "text": "text_logits"}
+
+
+def ignored_outputs(mode: str) -> list[str]:
+    """The model outputs evaluation leaves out of its predictions: all but the final `logits` (the component losses
+    are logged by FlipTrainer), except, in joint mode, the towers' logits, whose AUC is logged too (`id_auc`,
+    `text_auc`: how far the mix with alpha is from each tower alone)."""
+    kept = ("loss", "logits", *(TOWER_LOGITS.values() if mode == "joint" else ()))
+    return [field.name for field in fields(FlipCTROutput) if field.name not in kept]
+
+
+def metrics_for(mode: str) -> Callable[[EvalPrediction], dict[str, float]]:
+    """`compute_metrics` for the predictions `ignored_outputs(mode)` leaves."""
+    return partial(compute_metrics, tower_names=tuple(TOWER_LOGITS) if mode == "joint" else ())
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m training.finetune") -> dict:
@@ -76,14 +92,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m training.finetune
         eval_dataset=data["validation"],
         data_collator=DataCollatorForCTR(processor.tokenizer, include_text=mode != "id"),
         processing_class=processor,
-        compute_metrics=compute_metrics,
+        compute_metrics=metrics_for(mode),
         callbacks=training_callbacks(args),
     )
-    trainer.train(resume_from_checkpoint=args.checkpoint_to_resume(), ignore_keys_for_eval=NON_LOGIT_OUTPUTS)
-    validation = saved_model_validation(trainer, NON_LOGIT_OUTPUTS)
+    ignored = ignored_outputs(mode)
+    trainer.train(resume_from_checkpoint=args.checkpoint_to_resume(), ignore_keys_for_eval=ignored)
+    validation = saved_model_validation(trainer, ignored)
     trainer.remove_callback(EarlyStoppingCallback)  # the test pass is not a validation step
-    trainer.compute_metrics = test_scores = PredictionRecorder(compute_metrics)  # keeps probabilities for plots
-    test = trainer.evaluate(data["test"], ignore_keys=NON_LOGIT_OUTPUTS, metric_key_prefix="test")
+    trainer.compute_metrics = test_scores = PredictionRecorder(metrics_for(mode))  # keeps probabilities for plots
+    test = trainer.evaluate(data["test"], ignore_keys=ignored, metric_key_prefix="test")
     if trainer.is_world_process_zero():  # roc_test.png, calibration_test.png (the card embeds them)
         write_evaluation_plots(args.output_dir, test_scores.labels, test_scores.probs, "test", log_history=[])
         save_predictions(args.output_dir, "test", test_scores.labels, test_scores.probs)
