@@ -992,6 +992,30 @@ def drift_table(suite: Suite) -> str:
     return "\n".join(lines)
 
 
+def joint_table(suite: Suite) -> str:
+    """Per joint row and grid point with finished cells (mean over the seeds done): the test AUC of the mix, of its
+    ID and text towers scored alone (`test_id_auc` / `test_text_auc`; "-" for cells run before they were logged) and
+    alpha at the best checkpoint: how much of the mix is each tower, and what alpha's pace costs."""
+
+    def mean(records: list[dict], split: str, key: str) -> str:
+        values = [r["finetune_results"][split].get(key) for r in records]
+        return f"{np.mean(values):.4f}" if None not in values else "-"
+
+    header = "| row | grid point | test AUC: mix | ID tower alone | text tower alone | alpha (best checkpoint) "
+    lines = [header + "| val AUC | epochs | seeds |", "|---|" + "---|" * 8]
+    for name, points in load_cells(suite).items():
+        if suite.row(name).mode != "joint":
+            continue
+        for label, records in points.items():
+            lines.append(
+                f"| {name} | {label} | {mean(records, 'test', 'test_auc')} | {mean(records, 'test', 'test_id_auc')} "
+                f"| {mean(records, 'test', 'test_text_auc')} | {mean(records, 'validation', 'eval_alpha')} "
+                f"| {np.mean([r['validation_auc'] for r in records]):.4f} "
+                f"| {np.mean([r['epoch'] for r in records]):.1f} | {len(records)} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else "(no finished joint cell yet)"
+
+
 def finetuning_curves(suite: Suite, row: Row) -> list[list[float]]:
     """Per seed of `row` at the reference grid point, the validation AUC after each finetuning epoch (from its
     records); empty until every seed has run."""
@@ -1102,6 +1126,8 @@ def main(argv: list[str] | None = None) -> None:
             + drift_table(suite)
             + "\n\nValidation AUC during finetuning, reference grid point (mean over the seeds):\n\n"
             + finetuning_curve_table(suite)
+            + "\n\nFLIP (joint): the mix and its towers alone, every grid point with finished cells (seeds done):\n\n"
+            + joint_table(suite)
         )
         print(tables)
         if args.write_results:

@@ -268,6 +268,31 @@ def test_verdict_two_std_rule(quality):
     assert quality.verdict({"auc": (0.700, 0.001), "seeds": 3}, base).startswith("below")
 
 
+def test_joint_table_scores_the_mix_and_each_tower_alone(quality, tmp_path):
+    """Joint rows only, per grid point with finished cells: means over the seeds done; a cell run before the towers
+    were scored alone shows "-" for them."""
+    joint = quality.Row("FLIP (joint)", "joint", pretraining="p", seeds=(0, 1), grid=quality.JOINT_GRID)
+    suite = quality.Suite("d", "t", str(tmp_path), [quality.Row("DCNv2", "id", seeds=(0,)), joint])
+    cells = [  # (row, grid point, seed, test AUC of the mix, test scores of the towers, alpha)
+        (joint, 0, 0, 0.70, {"test_id_auc": 0.71, "test_text_auc": 0.66}, 0.1),
+        (joint, 0, 1, 0.72, {"test_id_auc": 0.73, "test_text_auc": 0.68}, 0.3),
+        (joint, 1, 0, 0.74, {}, 0.5),
+        (suite.rows[0], 0, 0, 0.75, {}, None),
+    ]
+    for row, point, seed, test_auc, towers, alpha in cells:
+        path = quality.cell_path(suite, row, row.grid[point], seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        results = {"validation": {"eval_auc": 0.69, "eval_alpha": alpha}, "test": {"test_auc": test_auc, **towers}}
+        record = {"row": row.name, "grid_point": row.grid[point].label, "seed": seed, "validation_auc": 0.69}
+        path.write_text(json.dumps(record | {"test_auc": test_auc, "epoch": 4 + seed, "finetune_results": results}))
+    lines = quality.joint_table(suite).splitlines()
+    assert lines[2:] == [
+        "| FLIP (joint) | reference | 0.7100 | 0.7200 | 0.6700 | 0.2000 | 0.6900 | 4.5 | 2 |",
+        "| FLIP (joint) | alpha init 0.5 | 0.7400 | - | - | 0.5000 | 0.6900 | 4.0 | 1 |",
+    ]
+    assert quality.joint_table(quality.Suite("d", "t", str(tmp_path / "none"), [joint])).startswith("(no finished")
+
+
 def test_tower_drift_measures_what_survives_finetuning(quality, tmp_path):
     """Known tensors: the table's rows double and turn 90 degrees (cosine 0), the rest of the tower is unchanged."""
     from safetensors.torch import save_file
