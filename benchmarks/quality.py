@@ -6,6 +6,7 @@ cached per cell, aggregated into Markdown tables.
     python benchmarks/quality.py pretrain --keys ref10 --max_minutes 150   # a segment that ends before the session
     python benchmarks/quality.py run --rows DCNv2,DeepFM      # ID-only baselines: every grid point x 3 seeds
     python benchmarks/quality.py run --rows "FLIP_ID-DCNv2 [ref10 epoch 1]"   # once that epoch's checkpoint exists
+    python benchmarks/quality.py run --rows "FLIP (joint) [ref10]" --points "alpha init 0.5" --seeds 0   # one cell
     python benchmarks/quality.py table --write_results benchmarks/RESULTS.md \\
         --notes benchmarks/quality_configs/results_notes.md --write_readme README.md
 
@@ -17,6 +18,7 @@ finetuning cell whose pretraining (or the epoch it names) is not there yet is sk
 
 Every finished cell is a JSON record under `RECORDS_DIR/cells/<row>/<grid point>/seed<k>.json`; rerunning skips
 finished cells and resumes a killed one from its last epoch checkpoint (hour-long FLIP_PLM / joint cells on a CPU).
+Processes run side by side on disjoint cells (`--rows`, `--points`, `--seeds`), never on the same one.
 Each pretraining segment updates `RECORDS_DIR/pretraining/<key>.json` (segments, log history). The records hold every
 number of the quality tables and are tracked in git (`benchmarks/quality_records/`), so a machine that loses
 `OUTPUT_DIR` (checkpoints, finetuned models, every cell's test probabilities `.npz` that the slices and the ROC plots
@@ -697,22 +699,32 @@ def checkpoint_record(init_from: Path | None) -> dict | None:
     }
 
 
-def run_rows(suite: Suite, names: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[str]:
-    """Run the unfinished cells of the named rows (all by default) in suite order, every grid point x seed; a
-    failing cell is logged and skipped, a cell whose pretraining is not there yet is skipped with a message.
-    Returns the names of the failed cells."""
-    unknown = set(names or ()) - {row.name for row in suite.rows}
-    if unknown:
-        raise ValueError(f"unknown rows {sorted(unknown)}; known: {[row.name for row in suite.rows]}")
+def run_rows(
+    suite: Suite,
+    names: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    points: Sequence[str] | None = None,
+) -> list[str]:
+    """Run the unfinished cells of the named rows (all by default) in suite order, every grid point (or those
+    labelled in `points`) x seed (or `seeds`); a failing cell is logged and skipped, a cell whose pretraining is not
+    there yet is skipped with a message. Returns the names of the failed cells."""
+    rows = [row for row in suite.rows if names is None or row.name in names]
+    unknown = set(names or ()) - {row.name for row in rows}
+    unknown_points = set(points or ()) - {point.label for row in rows for point in row.grid}
+    if unknown or unknown_points:
+        raise ValueError(
+            f"unknown rows {sorted(unknown)} / grid points {sorted(unknown_points)}; known rows: "
+            f"{[row.name for row in suite.rows]}"
+        )
     failed = []
-    for row in [row for row in suite.rows if names is None or row.name in names]:
+    for row in rows:
         data = prepared_data(suite, row.split)
         init_from = pretraining_start(suite, row) if row.pretraining else None
         if row.pretraining and init_from is None:
             epoch = f" epoch {row.pretraining_epoch}" if row.pretraining_epoch else ""
             print(f"[quality] {row.name}: waiting for pretraining {row.pretraining!r}{epoch} (quality.py pretrain)")
             continue
-        for point in row.grid:
+        for point in [point for point in row.grid if points is None or point.label in points]:
             for seed in seeds or row.seeds:
                 if cell_path(suite, row, point, seed).is_file():
                     continue
@@ -1098,6 +1110,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rows", default=None, help="run: comma-separated row names (default: all)")
     parser.add_argument("--seeds", default=None, help="run: comma-separated seeds (default: each row's seeds)")
+    parser.add_argument(
+        "--points", default=None, help="run: comma-separated grid point labels (default: each row's grid)"
+    )
     parser.add_argument("--write_results", default=None, help="table: also write the tables into this file")
     parser.add_argument("--notes", default=None, help="Markdown around the tables ({{TABLES}} marks where they go)")
     parser.add_argument("--write_readme", default=None, help="table: also write the short table into this README")
@@ -1114,7 +1129,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "run":
         names = args.rows.split(",") if args.rows else None
         seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
-        failed = run_rows(suite, names, seeds)
+        points = args.points.split(",") if args.points else None
+        failed = run_rows(suite, names, seeds, points)
         print(f"[quality] done; failed cells: {failed or 'none'}", flush=True)
     else:
         tables = (

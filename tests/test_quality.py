@@ -188,6 +188,19 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     assert "old" not in text and "## Throughput\nkept" in text and lines[2] in text
 
 
+def test_run_rows_runs_only_the_named_points_and_seeds(quality, tmp_path, monkeypatch):
+    """`--points` / `--seeds` pick disjoint cells for processes side by side; a label no row has is an error."""
+    grid = (quality.REFERENCE, quality.GridPoint("b"))
+    suite = quality.Suite("d", "t", str(tmp_path), [quality.Row("DCNv2", "id", grid=grid)])
+    ran = []
+    monkeypatch.setattr(quality, "prepared_data", lambda suite, split: "data")
+    monkeypatch.setattr(quality, "run_cell", lambda suite, row, point, seed, *_: ran.append((point.label, seed)))
+    assert quality.run_rows(suite, points=["b"], seeds=[0, 2]) == [] and ran == [("b", 0), ("b", 2)]
+    assert quality.run_rows(suite, seeds=[1]) == [] and ran[2:] == [("reference", 1), ("b", 1)]
+    with pytest.raises(ValueError, match="grid points \\['c'\\]"):
+        quality.run_rows(suite, points=["c"])
+
+
 def test_grid_point_is_chosen_on_validation_never_on_test(quality, tmp_path):
     """The reported point is the one with the best mean validation AUC among the points with every seed; its wall
     time is marked as a lower bound when a seed's cell has an untimed segment."""
