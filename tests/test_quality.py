@@ -496,6 +496,7 @@ def test_views_name_rows_of_the_default_suite(quality, views):
         "FLIP_ID (dcnv2)",
         "FLIP_PLM",
         "FLIP (joint)",
+        "PLM (MiniLM-L2, no FLIP pretraining)",  # a baseline: its own name
     }
 
 
