@@ -3,8 +3,8 @@
 - `roc_<split>.png`: ROC curve with its AUC;
 - `calibration_<split>.png`: reliability curve (observed click rate per bin of predicted probability) and the
   histogram of predictions;
-- `training_curves.png`: training loss and its components, validation AUC / LogLoss, the joint `alpha`, from a
-  `trainer_state.json` log history.
+- `training_curves.png`: training loss and its components, validation AUC (a joint model: of the mix and of each
+  tower) / LogLoss, the joint `alpha`, from a `trainer_state.json` log history.
 
 `flip finetune` writes them for the test split into its output folder (the model card embeds them) and
 `flip evaluate` next to its metrics file. `draw_roc` / `draw_calibration` draw one model on a given axis, so
@@ -36,7 +36,7 @@ TRAINING_CURVES_NAME = "training_curves.png"
 CURVE_PANELS = {
     "training loss": ("loss", "id_loss", "text_loss", "joint_loss", "icl_loss", "mlm_loss", "mtm_loss"),
     "validation loss": ("eval_loss", "eval_id_loss", "eval_text_loss", "eval_joint_loss"),
-    "validation AUC": ("eval_auc",),
+    "validation AUC": ("eval_auc", "eval_id_auc", "eval_text_auc"),  # a joint model: the mix and each tower
     "validation LogLoss": ("eval_logloss",),
     "joint alpha": ("alpha", "eval_alpha"),
 }
