@@ -319,7 +319,7 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
         # the control of FLIP_PLM: the same 2-layer MiniLM with mean pooling, finetuned on the same text recipe
         # without FLIP pretraining (FLIP_PLM [ref10] seed 0 scored 0.05 below DCNv2: is that the PLM or FLIP?)
         Row(
-            "PLM (MiniLM-L2, no FLIP pretraining)",
+            "PLM without FLIP pretraining (MiniLM-L2)",
             "text",
             text_model=MINILM_2,
             args=(*MEAN_POOLING, *TEXT_RECIPE),
@@ -446,6 +446,7 @@ def run_pretraining(
     under bf16 autocast (weights, gradients and optimizer state stay fp32). Each segment updates the record of the
     pretraining (`pretraining_record_path`), its precision included."""
     out = pretraining_dir(suite, spec.key)
+    check_artefacts_reach_record(suite, spec.key)
     reached = max(epoch_checkpoints(out), default=0)
     if pretraining_finished(out) or (until_epoch is not None and reached >= until_epoch):
         return out
@@ -474,6 +475,22 @@ def run_pretraining(
     }
     write_pretraining_record(suite, spec.key, segment, results)
     return out
+
+
+def check_artefacts_reach_record(suite: Suite, key: str) -> None:
+    """Refuse to run pretraining `key` when its record (in git) got further than its folder (not in git): the
+    checkpoints are lost (a new machine, a cleaned `OUTPUT_DIR`), and a new segment would start over from step 0 and
+    write its history over the record of the run that the finished cells started from."""
+    record = load_pretraining_record(suite, key)
+    folder = pretraining_dir(suite, key)
+    states = [folder / "trainer_state.json", *folder.glob("checkpoint-*/trainer_state.json")]
+    reached = max((json.loads(path.read_text())["global_step"] for path in states if path.is_file()), default=0)
+    if record is not None and reached < record["global_step"]:
+        raise RuntimeError(
+            f"pretraining {key!r} is recorded at step {record['global_step']} (epochs {record['epochs_saved']}) but "
+            f"{folder} holds step {reached}: its checkpoints are lost. Restore the folder, or declare the rerun "
+            f"under a new key in the suite (its record keeps the run the finished cells started from)."
+        )
 
 
 def resolve_precision(requested: str) -> str:
@@ -697,6 +714,19 @@ def checkpoint_record(init_from: Path | None) -> dict | None:
         "global_step": state.get("global_step"),
         "validation": evals[-1] if evals else None,
     }
+
+
+def split_names(text: str, known: Sequence[str]) -> list[str]:
+    """`--rows` / `--points` as given on the command line, comma-separated, where a known name that holds a comma
+    (`lr 3e-4, L2 1e-4`) is one name: "DCNv2,lr 3e-4, L2 1e-4" -> ["DCNv2", "lr 3e-4, L2 1e-4"]. A piece that is
+    no known name is kept as written, for `run_rows` to report."""
+    longest_first = sorted(known, key=len, reverse=True)
+    names = []
+    while text:
+        name = next((n for n in longest_first if text == n or text.startswith(n + ",")), text.split(",", 1)[0])
+        names.append(name)
+        text = text[len(name) + 1 :]
+    return names
 
 
 def run_rows(
@@ -1127,9 +1157,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[quality] pretraining {key} in {precision} ({time.strftime('%H:%M:%S')})", flush=True)
             run_pretraining(suite, suite.pretrainings[key], args.until_epoch, args.max_minutes, precision)
     elif args.command == "run":
-        names = args.rows.split(",") if args.rows else None
+        names = split_names(args.rows, [row.name for row in suite.rows]) if args.rows else None
         seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
-        points = args.points.split(",") if args.points else None
+        labels = {point.label for row in suite.rows for point in row.grid}
+        points = split_names(args.points, sorted(labels)) if args.points else None
         failed = run_rows(suite, names, seeds, points)
         print(f"[quality] done; failed cells: {failed or 'none'}", flush=True)
     else:

@@ -238,7 +238,7 @@ SLICE_ROWS = (
     "FLIP_ID-DCNv2 [ref10 epoch 10]",
     "FLIP_PLM [ref10]",
     "FLIP (joint) [ref10]",
-    "PLM (MiniLM-L2, no FLIP pretraining)",
+    "PLM without FLIP pretraining (MiniLM-L2)",
 )
 # the slices read at every grid point (both models at the same point), with the rows of the curve and ablations
 POINT_SLICES = (("user_id", 2), ("movie_id", 1))

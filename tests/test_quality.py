@@ -201,6 +201,21 @@ def test_run_rows_runs_only_the_named_points_and_seeds(quality, tmp_path, monkey
         quality.run_rows(suite, points=["c"])
 
 
+def test_command_line_names_holding_a_comma_stay_whole(quality, monkeypatch):
+    """`--rows` / `--points` are comma-separated, and a grid label has a comma: split on commas alone, `--points
+    "lr 3e-4, L2 1e-4"` asked for two unknown points."""
+    known = ["DCNv2", "lr 3e-4", "lr 3e-4, L2 1e-4", "L2 1e-4"]
+    assert quality.split_names("lr 3e-4, L2 1e-4", known) == ["lr 3e-4, L2 1e-4"]
+    assert quality.split_names("DCNv2,lr 3e-4, L2 1e-4,lr 3e-4", known) == ["DCNv2", "lr 3e-4, L2 1e-4", "lr 3e-4"]
+    assert quality.split_names("lr 3e-4,L2 1e-4,typo", known) == ["lr 3e-4", "L2 1e-4", "typo"]
+    labels = {point.label for row in quality.default_suite().rows for point in row.grid}
+    assert "lr 3e-4, L2 1e-4" in labels  # the default suite has such a label
+    asked = []
+    monkeypatch.setattr(quality, "run_rows", lambda suite, *selection: asked.append(selection) or [])
+    quality.main(["run", "--rows", "DCNv2,DeepFM", "--points", "reference,lr 3e-4, L2 1e-4", "--seeds", "0,2"])
+    assert asked == [(["DCNv2", "DeepFM"], [0, 2], ["reference", "lr 3e-4, L2 1e-4"])]
+
+
 def test_grid_point_is_chosen_on_validation_never_on_test(quality, tmp_path):
     """The reported point is the one with the best mean validation AUC among the points with every seed; its wall
     time is marked as a lower bound when a seed's cell has an untimed segment."""
@@ -365,6 +380,23 @@ def test_pretraining_table_names_the_data_options(quality, tmp_path):
     assert "| fp32 (1 segment) |" in line  # a segment recorded before its precision was: fp32
 
 
+def test_a_pretraining_whose_checkpoints_are_lost_is_not_run_over_its_record(quality, tmp_path, monkeypatch):
+    """A new machine has the records (git) but not the checkpoints: rerunning the key would restart at step 0 and
+    overwrite the history of the run the finished cells came from. It stops with the reason, the record unchanged."""
+    spec = quality.Pretraining("ref", quality.TextModel("t"))
+    suite = quality.Suite("d", "t", str(tmp_path / "out"), [], pretrainings={"ref": spec}, records_dir=str(tmp_path))
+    record = {"segments": [], "global_step": 40, "epochs_saved": [1, 2]}
+    quality.write_json(str(quality.pretraining_record_path(suite, "ref")), record)
+    monkeypatch.setattr(quality.pretrain, "main", lambda argv: pytest.fail("pretraining ran over its record"))
+    with pytest.raises(RuntimeError, match="recorded at step 40 .* holds step 0: its checkpoints are lost"):
+        quality.run_pretraining(suite, spec)
+    assert quality.load_pretraining_record(suite, "ref") == record
+    checkpoint = quality.pretraining_dir(suite, "ref") / "checkpoint-40"  # restored: it goes on
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"epoch": 2.0, "global_step": 40, "log_history": []}))
+    quality.check_artefacts_reach_record(suite, "ref")
+
+
 def test_precision_table_compares_the_steps_and_epochs_both_runs_logged(quality, monkeypatch):
     def entry(step, loss, icl):
         return {"step": step, "epoch": step / 10, "loss": loss, "icl_loss": icl, "mlm_loss": 2.0, "mtm_loss": 1.0}
@@ -496,7 +528,7 @@ def test_views_name_rows_of_the_default_suite(quality, views):
         "FLIP_ID (dcnv2)",
         "FLIP_PLM",
         "FLIP (joint)",
-        "PLM (MiniLM-L2, no FLIP pretraining)",  # a baseline: its own name
+        "PLM without FLIP pretraining (MiniLM-L2)",  # a baseline: its own name
     }
 
 
