@@ -21,8 +21,10 @@ finished cells and resumes a killed one from its last epoch checkpoint (hour-lon
 Processes run side by side on disjoint cells (`--rows`, `--points`, `--seeds`), never on the same one.
 Each pretraining segment updates `RECORDS_DIR/pretraining/<key>.json` (segments, log history). The records hold every
 number of the quality tables and are tracked in git (`benchmarks/quality_records/`), so a machine that loses
-`OUTPUT_DIR` (checkpoints, finetuned models, every cell's test probabilities `.npz` that the slices and the ROC plots
-read) loses no number of those tables; `benchmarks/probes.py` records its scores there too. Early stopping and
+`OUTPUT_DIR` (checkpoints, finetuned models) loses no number of those tables; each cell's test probabilities (the
+`.npz` that the slices and the ROC plots read) lie beside its record, for the cells finished since 2026-12-02 (the
+earlier ones only had theirs in `OUTPUT_DIR`); `benchmarks/probes.py` records its scores there too. A pretraining
+whose checkpoints are lost is not rerun over its record (`check_artefacts_reach_record`). Early stopping and
 checkpoint selection use the validation split only (the library's finetune script); the grid point of a row is chosen
 on the mean **validation** AUC over its seeds; the test split is scored once per cell.
 """
@@ -586,8 +588,20 @@ def run_dir(suite: Suite, row: Row, point: GridPoint, seed: int) -> str:
 
 
 def predictions_path(suite: Suite, row: Row, point: GridPoint, seed: int) -> Path:
-    """The test labels and click probabilities of one cell (`.npz`, written by the finetune script into its run)."""
-    return Path(run_dir(suite, row, point, seed), predictions_name("test"))
+    """The test labels and click probabilities of one cell (`.npz`): the copy beside its record (`recorded_scores`),
+    else the one the finetune script wrote into its run folder (cells recorded before the copy existed)."""
+    recorded = cell_path(suite, row, point, seed).with_suffix(".npz")
+    return recorded if recorded.is_file() else Path(run_dir(suite, row, point, seed), predictions_name("test"))
+
+
+def recorded_scores(suite: Suite, row: Row, point: GridPoint, seed: int) -> None:
+    """Copy a finished cell's test scores (~40 kB) beside its record, into git: the slice views, their bootstrap
+    intervals and the ROC plots read them, and a run folder does not outlive its machine."""
+    source = Path(run_dir(suite, row, point, seed), predictions_name("test"))
+    target = cell_path(suite, row, point, seed).with_suffix(".npz")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(str(target)) as tmp_path:
+        shutil.copyfile(source, tmp_path)
 
 
 def start_cell_segment(out: str, argv: list[str], precision: str) -> Path | None:
@@ -633,8 +647,8 @@ def cell_wall_time(segments: list[dict]) -> dict:
 def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, init_from: Path | None) -> dict:
     """Finetune one (row, grid point, seed), resuming a killed earlier segment of it (`start_cell_segment`), and
     write its record (JSON): the metrics, the validation AUC after each epoch, the segments and, for a pretrained ID
-    row, `tower_drift`. The run folder keeps the test probabilities (`predictions_path`, for the slices and the ROC
-    / calibration plots)."""
+    row, `tower_drift`; and beside it the test probabilities (`recorded_scores`, for the slices and the ROC /
+    calibration plots)."""
     out = run_dir(suite, row, point, seed)
     argv = finetune_argv(suite, row, point, seed, data, init_from, out)
     precision = resolve_precision(row.precision)
@@ -673,6 +687,7 @@ def run_cell(suite: Suite, row: Row, point: GridPoint, seed: int, data: str, ini
         "tower_drift": tower_drift(init_from, Path(out)) if init_from and row.mode == "id" else None,
         "finetune_results": results,
     }
+    recorded_scores(suite, row, point, seed)  # before the record: a recorded cell has its scores
     write_json(str(cell_path(suite, row, point, seed)), repo_relative(record))
     return record
 

@@ -174,11 +174,14 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
     assert len(records) == 12 and not [path for path in records if str(REPO) in path.read_text()]  # no machine paths
     tables = (quality.markdown_table, quality.grid_table, quality.pretraining_table, quality.drift_table)
     tables += (quality.finetuning_curve_table, lambda suite: quality.diagnostics_table(suite, "flip"))
+    tables += (lambda suite: views.slice_table(suite, "movie_id", ["DCNv2", "FLIP_ID-DCNv2"]),)
     before = [make(suite) for make in tables]
     assert all(len(text.splitlines()) > 2 for text in before)
-    shutil.rmtree(suite.output_dir)  # a new machine: checkpoints, models and scores gone, the records kept
+    shutil.rmtree(suite.output_dir)  # a new machine: checkpoints and models gone, the records and scores kept
     assert [make(suite) for make in tables] == before
-    missing = views.slice_table(suite, "movie_id", ["DCNv2"]).splitlines()  # the slices need the scores
+    for seed in (0, 1):  # a cell recorded before its scores were kept beside it: the slices say what is missing
+        quality.cell_path(suite, suite.row("DCNv2"), quality.REFERENCE, seed).with_suffix(".npz").unlink()
+    missing = views.slice_table(suite, "movie_id", ["DCNv2"]).splitlines()
     assert len(missing) == 3 and missing[2].startswith("| DCNv2 | no test scores on this machine")
 
     results = tmp_path / "RESULTS.md"

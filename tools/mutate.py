@@ -432,6 +432,30 @@ MUTATIONS = [
         '"wall_time_s": times[-1],',
         ("tests/test_quality.py::test_a_killed_cell_resumes_from_its_last_epoch_and_records_both_segments",),
     ),
+    one(
+        "cell-scores-left-in-run-folder",
+        "a cell's test scores stay in its run folder only, so a new machine loses the slice views",
+        "benchmarks/quality.py",
+        "    recorded_scores(suite, row, point, seed)  # before the record: a recorded cell has its scores\n",
+        "",
+        ("tests/test_quality.py::test_quality_suite_runs_caches_and_tabulates",),
+    ),
+    one(
+        "pretraining-over-lost-checkpoints",
+        "a pretraining whose checkpoints are lost starts over and writes over the record of the run cells came from",
+        "benchmarks/quality.py",
+        "    check_artefacts_reach_record(suite, spec.key)\n",
+        "",
+        ("tests/test_quality.py::test_a_pretraining_whose_checkpoints_are_lost_is_not_run_over_its_record",),
+    ),
+    one(
+        "names-split-on-every-comma",
+        "--points splits a grid label holding a comma into two unknown labels",
+        "benchmarks/quality.py",
+        "points = split_names(args.points, sorted(labels)) if args.points else None",
+        'points = args.points.split(",") if args.points else None',
+        ("tests/test_quality.py::test_command_line_names_holding_a_comma_stay_whole",),
+    ),
 ]
 
 HEAVY_IMPORTS = ("torch", "transformers", "datasets", "accelerate", "peft", "pandas", "sklearn", "pytest")
