@@ -165,7 +165,8 @@ def by_point_table(suite: quality.Suite, rows: Sequence[str], in_rows: np.ndarra
         for point in points:
             scores = test_scores(suite, row, point, row.seeds) if point in row.grid else None
             if scores is None:
-                texts.append("-")
+                recorded = point in row.grid and quality.cell_path(suite, row, point, row.seeds[0]).is_file()
+                texts.append("no scores on this machine" if recorded else "-")
                 continue
             labels, probs = scores
             values = {seed: auc(labels[in_rows], p[in_rows]) for seed, p in zip(row.seeds, probs, strict=True)}
@@ -271,6 +272,20 @@ def random_split_table(suite: quality.Suite) -> str:
     return "\n".join(lines)
 
 
+def missing_scores(suite: quality.Suite, names: Sequence[str]) -> list[str]:
+    """The recorded cells of the rows `names` whose test scores are on neither the records nor this machine (cells
+    recorded before their scores were kept beside them, `quality.recorded_scores`, on a new machine)."""
+    return [
+        f"{row.name} [{point.label}] seed {seed}"
+        for row in suite.rows
+        if row.name in names
+        for point in row.grid
+        for seed in row.seeds
+        if quality.cell_path(suite, row, point, seed).is_file()
+        and not quality.predictions_path(suite, row, point, seed).is_file()
+    ]
+
+
 def views_markdown(suite: quality.Suite) -> str:
     """The three views as Markdown sections (tables of whatever has finished)."""
     slices = "\n\n".join(slice_table(suite, field, list(SLICE_ROWS)) for field in ("movie_id", "user_id"))
@@ -299,8 +314,20 @@ def main(argv: list[str] | None = None) -> None:
     quality.add_suite_arguments(parser)
     parser.add_argument("--write_results", default=None, help="also write the views into this file's section")
     parser.add_argument("--notes", default=None, help="Markdown around the views ({{VIEWS}} marks where they go)")
+    parser.add_argument(
+        "--allow_missing_scores",
+        action="store_true",
+        help="write the views even where recorded cells have no test scores here (their numbers become gaps)",
+    )
     args = parser.parse_args(argv)
     suite = quality.suite_from_args(args)
+    missing = missing_scores(suite, {*SLICE_ROWS, *POINT_SLICE_ROWS, *RANDOM_SPLIT_POINT_ROWS})
+    if args.write_results and missing and not args.allow_missing_scores:
+        raise SystemExit(
+            f"{len(missing)} recorded cells have no test scores on this machine (e.g. {missing[:3]}): writing "
+            f"would replace their numbers in {args.write_results} with gaps. Rerun those cells (their test scores "
+            f"are then kept beside their records), or pass --allow_missing_scores."
+        )
     body = views_markdown(suite)
     print(body)
     if args.write_results:

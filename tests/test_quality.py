@@ -183,6 +183,13 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
         quality.cell_path(suite, suite.row("DCNv2"), quality.REFERENCE, seed).with_suffix(".npz").unlink()
     missing = views.slice_table(suite, "movie_id", ["DCNv2"]).splitlines()
     assert len(missing) == 3 and missing[2].startswith("| DCNv2 | no test scores on this machine")
+    assert views.missing_scores(suite, ["DCNv2", "FLIP_ID-DCNv2"]) == [
+        "DCNv2 [reference] seed 0",
+        "DCNv2 [reference] seed 1",
+    ]
+    gaps = views.by_point_table(suite, ["DCNv2", "FLIP_ID-DCNv2"], slice(None), "all").splitlines()
+    assert gaps[2].startswith("| DCNv2 | no scores on this machine | 0.")  # its lr 1e-2 cells still have theirs
+    assert gaps[3].endswith(" | - |")  # no cells at that point at all: a different gap
 
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\n<!-- quality:start -->\nold\n<!-- quality:end -->\n\n## Throughput\nkept\n")
@@ -521,6 +528,20 @@ def test_paired_bootstrap_sees_a_gain_that_overlapping_intervals_hide(views):
     seeds = np.stack([base, better])  # seeds are averaged as AUCs: half the gain of `better` alone
     low2, high2 = views.bootstrap_difference_interval(labels, seeds, base[None])
     assert (low2, high2) == pytest.approx((low / 2, high / 2))
+
+
+def test_views_refuse_to_write_gaps_over_recorded_numbers(quality, views, tmp_path, monkeypatch):
+    """On a machine without the test scores of recorded cells, `--write_results` would turn their slice numbers
+    into gaps: it stops and leaves the file as it was, unless asked to."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text("<!-- views:start -->\nslice numbers\n<!-- views:end -->\n")
+    monkeypatch.setattr(views, "missing_scores", lambda suite, names: ["DCNv2 [reference] seed 0"])
+    monkeypatch.setattr(views, "views_markdown", lambda suite: "gaps")
+    with pytest.raises(SystemExit, match="1 recorded cells have no test scores on this machine"):
+        views.main(["--records_dir", str(tmp_path), "--write_results", str(results)])
+    assert "slice numbers" in results.read_text()
+    views.main(["--records_dir", str(tmp_path), "--write_results", str(results), "--allow_missing_scores"])
+    assert "gaps" in results.read_text() and "slice numbers" not in results.read_text()
 
 
 def test_views_name_rows_of_the_default_suite(quality, views):
