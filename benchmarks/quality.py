@@ -204,6 +204,9 @@ FIVE_SEEDS = (0, 1, 2, 3, 4)
 JOINT_GRID = (REFERENCE, GridPoint("alpha init 0.5", flags("--joint_alpha_init 0.5")))
 
 
+REF10 = ("ref10", "ref10_rerun")  # the reference pretraining and its rerun after its checkpoints were lost
+
+
 def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RECORDS_DIR)) -> Suite:
     """movielens-100k on a 2-core CPU, reference recipe, every ID row over `ID_GRID`:
 
@@ -237,6 +240,11 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
         # issue #13's bf16 safety check: `ref10`'s first epoch again (same seed, batches and masks) under bf16
         # autocast, compared step by step with `ref10`'s fp32 losses and by its FLIP_ID row at epoch 1
         "ref10_bf16": Pretraining("ref10_bf16", MINILM_2, args=MEAN_POOLING, precision="bf16"),
+        # `ref10` again (the same recipe, seed, batches and masks), bf16 autocast throughout: `ref10`'s checkpoints
+        # were lost with its machine on 2026-12-02 (its first 6 epochs ran in fp32), before FLIP_PLM had 3 seeds and
+        # FLIP (joint) any. The rows still to run start from here; its FLIP_ID row (a check, not a candidate) says
+        # how far a second pretraining run moves FLIP_ID
+        "ref10_rerun": Pretraining("ref10_rerun", MINILM_2, args=MEAN_POOLING, precision="bf16"),
     }
 
     def flip_id_name(epoch: int, key: str = "ref10") -> str:
@@ -300,8 +308,9 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
             for epoch in label_epochs
             for row in label_rows(flip_id_name(epoch), pretraining="ref10", pretraining_epoch=epoch)
         ],
-        Row("FLIP_PLM [ref10]", "text", pretraining="ref10", args=TEXT_RECIPE, precision="auto"),
-        joint("ref10"),
+        *[Row(f"FLIP_PLM [{key}]", "text", pretraining=key, args=TEXT_RECIPE, precision="auto") for key in REF10],
+        *[joint(key) for key in REF10],
+        flip_id(10, key="ref10_rerun", grid=ID_GRID, recipe_row=False),
         *[flip_id(epoch, key="ref10_hidden_ids", grid=ID_GRID, recipe_row=False) for epoch in (1, 3)],
         flip_id(1, key="ref10_bf16", grid=ID_GRID, recipe_row=False),
         Row(
@@ -479,20 +488,28 @@ def run_pretraining(
     return out
 
 
-def check_artefacts_reach_record(suite: Suite, key: str) -> None:
-    """Refuse to run pretraining `key` when its record (in git) got further than its folder (not in git): the
-    checkpoints are lost (a new machine, a cleaned `OUTPUT_DIR`), and a new segment would start over from step 0 and
-    write its history over the record of the run that the finished cells started from."""
+def lost_artefacts(suite: Suite, key: str) -> str | None:
+    """Why pretraining `key` cannot go on here, when its record (in git) got further than its folder (not in git):
+    its checkpoints are lost (a new machine, a cleaned `OUTPUT_DIR`); None otherwise."""
     record = load_pretraining_record(suite, key)
     folder = pretraining_dir(suite, key)
     states = [folder / "trainer_state.json", *folder.glob("checkpoint-*/trainer_state.json")]
     reached = max((json.loads(path.read_text())["global_step"] for path in states if path.is_file()), default=0)
-    if record is not None and reached < record["global_step"]:
-        raise RuntimeError(
-            f"pretraining {key!r} is recorded at step {record['global_step']} (epochs {record['epochs_saved']}) but "
-            f"{folder} holds step {reached}: its checkpoints are lost. Restore the folder, or declare the rerun "
-            f"under a new key in the suite (its record keeps the run the finished cells started from)."
-        )
+    if record is None or reached >= record["global_step"]:
+        return None
+    return (
+        f"pretraining {key!r} is recorded at step {record['global_step']} (epochs {record['epochs_saved']}) but "
+        f"{folder} holds step {reached}: its checkpoints are lost. Restore the folder, or declare the rerun under a "
+        f"new key in the suite (its record keeps the run the finished cells started from)."
+    )
+
+
+def check_artefacts_reach_record(suite: Suite, key: str) -> None:
+    """Refuse to run pretraining `key` when its checkpoints are lost (`lost_artefacts`): a new segment would start
+    over from step 0 and write its history over the record of the run that the finished cells started from."""
+    reason = lost_artefacts(suite, key)
+    if reason:
+        raise RuntimeError(reason)
 
 
 def resolve_precision(requested: str) -> str:
@@ -767,7 +784,8 @@ def run_rows(
         init_from = pretraining_start(suite, row) if row.pretraining else None
         if row.pretraining and init_from is None:
             epoch = f" epoch {row.pretraining_epoch}" if row.pretraining_epoch else ""
-            print(f"[quality] {row.name}: waiting for pretraining {row.pretraining!r}{epoch} (quality.py pretrain)")
+            waiting = f"waiting for pretraining {row.pretraining!r}{epoch} (quality.py pretrain)"
+            print(f"[quality] {row.name}: {lost_artefacts(suite, row.pretraining) or waiting}")
             continue
         for point in [point for point in row.grid if points is None or point.label in points]:
             for seed in seeds or row.seeds:

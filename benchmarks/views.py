@@ -237,8 +237,8 @@ SLICE_ROWS = (
     "FLIP_ID-DCNv2 [ref10 epoch 2]",
     "FLIP_ID-DCNv2 [ref10 epoch 3]",
     "FLIP_ID-DCNv2 [ref10 epoch 10]",
-    "FLIP_PLM [ref10]",
-    "FLIP (joint) [ref10]",
+    *(f"FLIP_PLM [{key}]" for key in quality.REF10),
+    *(f"FLIP (joint) [{key}]" for key in quality.REF10),
     "PLM without FLIP pretraining (MiniLM-L2)",
 )
 # the slices read at every grid point (both models at the same point), with the rows of the curve and ablations

@@ -390,7 +390,7 @@ def test_pretraining_table_names_the_data_options(quality, tmp_path):
     assert "| fp32 (1 segment) |" in line  # a segment recorded before its precision was: fp32
 
 
-def test_a_pretraining_whose_checkpoints_are_lost_is_not_run_over_its_record(quality, tmp_path, monkeypatch):
+def test_a_pretraining_whose_checkpoints_are_lost_is_not_run_over_its_record(quality, tmp_path, monkeypatch, capsys):
     """A new machine has the records (git) but not the checkpoints: rerunning the key would restart at step 0 and
     overwrite the history of the run the finished cells came from. It stops with the reason, the record unchanged."""
     spec = quality.Pretraining("ref", quality.TextModel("t"))
@@ -401,6 +401,10 @@ def test_a_pretraining_whose_checkpoints_are_lost_is_not_run_over_its_record(qua
     with pytest.raises(RuntimeError, match="recorded at step 40 .* holds step 0: its checkpoints are lost"):
         quality.run_pretraining(suite, spec)
     assert quality.load_pretraining_record(suite, "ref") == record
+    monkeypatch.setattr(quality, "prepared_data", lambda suite, split: "data")
+    suite.rows.append(quality.Row("FLIP_ID", "id", pretraining="ref", pretraining_epoch=2))
+    quality.run_rows(suite)  # its cells do not wait for a pretraining that will not come: they say why
+    assert "its checkpoints are lost" in capsys.readouterr().out
     checkpoint = quality.pretraining_dir(suite, "ref") / "checkpoint-40"  # restored: it goes on
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text(json.dumps({"epoch": 2.0, "global_step": 40, "log_history": []}))
@@ -509,7 +513,11 @@ def test_only_the_reference_pretrainings_feed_recipe_rows(quality):
     """An ablation, a named deviation or a check (another pretraining, bf16 finetuning of an ID row) is never a row
     the README may pick as its model's."""
     recipe = [row for row in quality.default_suite().rows if row.recipe_row]
-    assert {row.pretraining for row in recipe} == {None, "ref10", "rand10"}
+    assert {row.pretraining for row in recipe} == {None, "ref10", "ref10_rerun", "rand10"}
+    assert {row.name for row in recipe if row.pretraining == "ref10_rerun"} == {
+        "FLIP_PLM [ref10_rerun]",
+        "FLIP (joint) [ref10_rerun]",
+    }  # its FLIP_ID row is a check: the README never picks a replicate of ref10's FLIP_ID rows on validation
     assert {row.precision for row in recipe if row.mode == "id"} == {"fp32"}
 
 
