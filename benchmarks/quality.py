@@ -240,11 +240,12 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
         # issue #13's bf16 safety check: `ref10`'s first epoch again (same seed, batches and masks) under bf16
         # autocast, compared step by step with `ref10`'s fp32 losses and by its FLIP_ID row at epoch 1
         "ref10_bf16": Pretraining("ref10_bf16", MINILM_2, args=MEAN_POOLING, precision="bf16"),
-        # `ref10` again (the same recipe, seed, batches and masks), bf16 autocast throughout: `ref10`'s checkpoints
-        # were lost with its machine on 2026-12-02 (its first 6 epochs ran in fp32), before FLIP_PLM had 3 seeds and
-        # FLIP (joint) any. The rows still to run start from here; its FLIP_ID row (a check, not a candidate) says
-        # how far a second pretraining run moves FLIP_ID
-        "ref10_rerun": Pretraining("ref10_rerun", MINILM_2, args=MEAN_POOLING, precision="bf16"),
+        # `ref10` again (the same recipe, seed, batches and masks; bf16 autocast where the host has it, as `quality.py
+        # pretrain --precision auto` decides per segment): `ref10`'s checkpoints were lost with its machine on
+        # 2026-12-02 (its first 6 epochs ran in fp32), before FLIP_PLM had 3 seeds and FLIP (joint) any. The rows
+        # still to run start from here; its FLIP_ID row (a check, not a candidate) says how far a second
+        # pretraining run moves FLIP_ID
+        "ref10_rerun": Pretraining("ref10_rerun", MINILM_2, args=MEAN_POOLING),
     }
 
     def flip_id_name(epoch: int, key: str = "ref10") -> str:
