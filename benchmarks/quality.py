@@ -24,7 +24,7 @@ number of the quality tables and are tracked in git (`benchmarks/quality_records
 `OUTPUT_DIR` (checkpoints, finetuned models) loses no number of those tables; each cell's test probabilities (the
 `.npz` that the slices and the ROC plots read) lie beside its record, for the cells finished since 2026-12-02 (the
 earlier ones only had theirs in `OUTPUT_DIR`); `benchmarks/probes.py` records its scores there too. A pretraining
-whose checkpoints are lost is not rerun over its record (`check_artefacts_reach_record`). Early stopping and
+whose checkpoints are lost is not rerun over its record (`restart_lost_pretraining`). Early stopping and
 checkpoint selection use the validation split only (the library's finetune script); the grid point of a row is chosen
 on the mean **validation** AUC over its seeds; the test split is scored once per cell.
 """
@@ -458,7 +458,7 @@ def run_pretraining(
     under bf16 autocast (weights, gradients and optimizer state stay fp32). Each segment updates the record of the
     pretraining (`pretraining_record_path`), its precision included."""
     out = pretraining_dir(suite, spec.key)
-    check_artefacts_reach_record(suite, spec.key)
+    restart_lost_pretraining(suite, spec.key)
     reached = max(epoch_checkpoints(out), default=0)
     if pretraining_finished(out) or (until_epoch is not None and reached >= until_epoch):
         return out
@@ -505,12 +505,36 @@ def lost_artefacts(suite: Suite, key: str) -> str | None:
     )
 
 
-def check_artefacts_reach_record(suite: Suite, key: str) -> None:
-    """Refuse to run pretraining `key` when its checkpoints are lost (`lost_artefacts`): a new segment would start
-    over from step 0 and write its history over the record of the run that the finished cells started from."""
+def restart_lost_pretraining(suite: Suite, key: str) -> None:
+    """Before a segment of pretraining `key`: when its checkpoints are lost (`lost_artefacts`), refuse if finished
+    cells started from it (a new run would write its history over the record of the run those cells came from);
+    otherwise nothing depends on the lost steps, so the run starts over and its record keeps the lost segments
+    (`lost_segments`) with no history."""
     reason = lost_artefacts(suite, key)
-    if reason:
-        raise RuntimeError(reason)
+    if reason is None:
+        return
+    dependents = [
+        cell_path(suite, row, point, seed)
+        for row in suite.rows
+        if row.pretraining == key
+        for point in row.grid
+        for seed in row.seeds
+        if cell_path(suite, row, point, seed).is_file()
+    ]
+    if dependents:
+        raise RuntimeError(f"{reason} {len(dependents)} finished cells started from it, e.g. {dependents[0]}.")
+    record = load_pretraining_record(suite, key)
+    print(f"[quality] {reason.split('. ')[0]}; no cell started from it: starting over", flush=True)
+    lost = [*record.get("lost_segments", []), *record["segments"]]
+    fresh = {
+        "key": key,
+        "segments": [],
+        "lost_segments": lost,
+        "global_step": 0,
+        "epochs_saved": [],
+        "log_history": [],
+    }
+    write_json(str(pretraining_record_path(suite, key)), fresh)
 
 
 def resolve_precision(requested: str) -> str:
@@ -548,11 +572,13 @@ def write_pretraining_record(suite: Suite, key: str, segment: dict, results: dic
     """Add a finished `segment` to the record of pretraining `key`, with the state its folder is in now: the epochs
     it saved, its step, whether its schedule completed, the script's results and the whole log history."""
     folder = pretraining_dir(suite, key)
-    segments = [*(load_pretraining_record(suite, key) or {"segments": []})["segments"], segment]
+    previous = load_pretraining_record(suite, key) or {"segments": []}
+    segments = [*previous["segments"], segment]
     state = latest_trainer_state(folder)
     record = {
         "key": key,
         "segments": segments,
+        **({"lost_segments": previous["lost_segments"]} if "lost_segments" in previous else {}),
         "wall_time_s": round(sum(s["wall_time_s"] for s in segments), 1),
         "epochs_saved": sorted(epoch_checkpoints(folder)),
         "global_step": state["global_step"],

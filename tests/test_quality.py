@@ -391,24 +391,39 @@ def test_pretraining_table_names_the_data_options(quality, tmp_path):
 
 
 def test_a_pretraining_whose_checkpoints_are_lost_is_not_run_over_its_record(quality, tmp_path, monkeypatch, capsys):
-    """A new machine has the records (git) but not the checkpoints: rerunning the key would restart at step 0 and
-    overwrite the history of the run the finished cells came from. It stops with the reason, the record unchanged."""
+    """A new machine has the records (git) but not the checkpoints. Where finished cells started from the lost run,
+    rerunning the key would restart at step 0 and overwrite the history they came from: it stops, the record
+    unchanged. Where none did, it starts over and the record keeps the lost segments."""
     spec = quality.Pretraining("ref", quality.TextModel("t"))
-    suite = quality.Suite("d", "t", str(tmp_path / "out"), [], pretrainings={"ref": spec}, records_dir=str(tmp_path))
-    record = {"segments": [], "global_step": 40, "epochs_saved": [1, 2]}
+    row = quality.Row("FLIP_ID", "id", pretraining="ref", pretraining_epoch=2)
+    suite = quality.Suite(
+        "d", "t", str(tmp_path / "out"), [row], pretrainings={"ref": spec}, records_dir=str(tmp_path)
+    )
+    record = {"segments": [{"wall_time_s": 5.0}], "global_step": 40, "epochs_saved": [1, 2]}
     quality.write_json(str(quality.pretraining_record_path(suite, "ref")), record)
+    cell = quality.cell_path(suite, row, quality.REFERENCE, 1)
+    quality.write_json(str(cell), {"seed": 1})
     monkeypatch.setattr(quality.pretrain, "main", lambda argv: pytest.fail("pretraining ran over its record"))
-    with pytest.raises(RuntimeError, match="recorded at step 40 .* holds step 0: its checkpoints are lost"):
+    with pytest.raises(
+        RuntimeError, match="recorded at step 40 .* holds step 0: its checkpoints are lost.* 1 finished"
+    ):
         quality.run_pretraining(suite, spec)
     assert quality.load_pretraining_record(suite, "ref") == record
     monkeypatch.setattr(quality, "prepared_data", lambda suite, split: "data")
-    suite.rows.append(quality.Row("FLIP_ID", "id", pretraining="ref", pretraining_epoch=2))
     quality.run_rows(suite)  # its cells do not wait for a pretraining that will not come: they say why
     assert "its checkpoints are lost" in capsys.readouterr().out
-    checkpoint = quality.pretraining_dir(suite, "ref") / "checkpoint-40"  # restored: it goes on
+    cell.unlink()  # no cell came from it: it starts over, the lost segments kept apart from the new run's
+    quality.restart_lost_pretraining(suite, "ref")
+    restarted = quality.load_pretraining_record(suite, "ref")
+    assert restarted["lost_segments"] == record["segments"] and restarted["segments"] == []
+    assert quality.lost_artefacts(suite, "ref") is None
+    checkpoint = quality.pretraining_dir(suite, "ref") / "checkpoint-10"
     checkpoint.mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text(json.dumps({"epoch": 2.0, "global_step": 40, "log_history": []}))
-    quality.check_artefacts_reach_record(suite, "ref")
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"epoch": 0.5, "global_step": 10, "log_history": []}))
+    quality.write_pretraining_record(suite, "ref", {"wall_time_s": 2.0}, results={})
+    written = quality.load_pretraining_record(suite, "ref")
+    assert written["segments"] == [{"wall_time_s": 2.0}] and written["lost_segments"] == record["segments"]
+    assert written["wall_time_s"] == 2.0 and written["global_step"] == 10
 
 
 def test_precision_table_compares_the_steps_and_epochs_both_runs_logged(quality, monkeypatch):

@@ -444,7 +444,7 @@ MUTATIONS = [
         "pretraining-over-lost-checkpoints",
         "a pretraining whose checkpoints are lost starts over and writes over the record of the run cells came from",
         "benchmarks/quality.py",
-        "    check_artefacts_reach_record(suite, spec.key)\n",
+        "    restart_lost_pretraining(suite, spec.key)\n",
         "",
         ("tests/test_quality.py::test_a_pretraining_whose_checkpoints_are_lost_is_not_run_over_its_record",),
     ),
