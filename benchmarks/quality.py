@@ -530,7 +530,9 @@ def restart_lost_pretraining(suite: Suite, key: str) -> None:
         "key": key,
         "segments": [],
         "lost_segments": lost,
+        "wall_time_s": 0.0,
         "global_step": 0,
+        "schedule_completed": False,
         "epochs_saved": [],
         "log_history": [],
     }
@@ -1000,10 +1002,13 @@ def pretraining_table(suite: Suite) -> str:
         val = evals[-1] if evals else {}
         losses = " / ".join(f"{val.get(f'eval_{name}_loss', float('nan')):.3f}" for name in ("icl", "mlm", "mtm"))
         status = "finished" if record["schedule_completed"] else f"{len(record['segments'])} segment(s), resumable"
+        if record.get("lost_segments"):
+            status += f"; started over after {len(record['lost_segments'])} segment(s) lost with their checkpoints"
+        host = record["segments"][0]["hardware"] if record["segments"] else None
         lines.append(
             f"| `{key}` | {spec.text_model.label} | `{' '.join((*spec.args, *spec.data_flags))}` "
             f"| {max(record['epochs_saved'], default=0)} | {record['global_step']} | {record['wall_time_s']:.0f} s "
-            f"| {losses} | {status} | {segment_precisions(record)} | {record['segments'][0]['hardware']} |"
+            f"| {losses} | {status} | {segment_precisions(record)} | {host or '-'} |"
         )
     return "\n".join(lines)
 

@@ -417,6 +417,8 @@ def test_a_pretraining_whose_checkpoints_are_lost_is_not_run_over_its_record(qua
     restarted = quality.load_pretraining_record(suite, "ref")
     assert restarted["lost_segments"] == record["segments"] and restarted["segments"] == []
     assert quality.lost_artefacts(suite, "ref") is None
+    line = quality.pretraining_table(suite).splitlines()[2]  # the tables read it before its first new segment ends
+    assert "0 segment(s), resumable; started over after 1 segment(s) lost with their checkpoints" in line
     checkpoint = quality.pretraining_dir(suite, "ref") / "checkpoint-10"
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text(json.dumps({"epoch": 0.5, "global_step": 10, "log_history": []}))
