@@ -438,11 +438,12 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(saved, key=lambda path: int(path.name.split("-")[1]), default=None)
 
 
-def latest_trainer_state(folder: Path) -> dict:
-    """The trainer_state.json of a pretraining folder with the highest step (final model or checkpoint)."""
+def latest_trainer_state(folder: Path) -> dict | None:
+    """The trainer_state.json of a pretraining folder with the highest step (final model or checkpoint); None when
+    the folder holds none."""
     paths = [folder / "trainer_state.json", *folder.glob("checkpoint-*/trainer_state.json")]
     states = [json.loads(path.read_text()) for path in paths if path.is_file()]
-    return max(states, key=lambda state: state["global_step"])
+    return max(states, key=lambda state: state["global_step"], default=None)
 
 
 def run_pretraining(
@@ -494,8 +495,7 @@ def lost_artefacts(suite: Suite, key: str) -> str | None:
     its checkpoints are lost (a new machine, a cleaned `OUTPUT_DIR`); None otherwise."""
     record = load_pretraining_record(suite, key)
     folder = pretraining_dir(suite, key)
-    states = [folder / "trainer_state.json", *folder.glob("checkpoint-*/trainer_state.json")]
-    reached = max((json.loads(path.read_text())["global_step"] for path in states if path.is_file()), default=0)
+    reached = (latest_trainer_state(folder) or {"global_step": 0})["global_step"]
     if record is None or reached >= record["global_step"]:
         return None
     return (
