@@ -205,6 +205,10 @@ JOINT_GRID = (REFERENCE, GridPoint("alpha init 0.5", flags("--joint_alpha_init 0
 
 
 REF10 = ("ref10", "ref10_rerun")  # the reference pretraining and its rerun after its checkpoints were lost
+# the named deviation without raw IDs in the prompts, and its rerun: its checkpoints were lost after epoch 1 (step
+# 461) with the machine on 2026-12-02; its epoch-1 row stays, its epoch-3 row starts from the rerun (the same recipe,
+# seed, batches and masks)
+HIDDEN_IDS = ("ref10_hidden_ids", "ref10_hidden_ids_rerun")
 
 
 def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RECORDS_DIR)) -> Suite:
@@ -215,7 +219,7 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
       epoch 3 (`quality.py pretrain --keys ref10_no_icl --until_epoch 3` stops there; rerun without it to go on);
       FLIP_PLM and FLIP (joint) from `ref10`'s final model (hours per cell on a CPU: bf16 where native, and a
       killed cell resumes from its last epoch); the bf16-finetuning check; the named deviation `ref10_hidden_ids`
-      (prompts without the raw IDs) at epochs 1 and 3;
+      (prompts without the raw IDs) at epoch 1, and at epoch 3 from its rerun `ref10_hidden_ids_rerun`;
     - issue #14: label efficiency (5 / 10 / 25% of the train labels, seeded random subsets shared by both models,
       and 10% oldest rows) for DCNv2 and for FLIP_ID from `ref10` at epochs 1, 2 and 10 (the early curves are read
       while `ref10` runs), and the random split (`rand10`: a pretraining on its train rows; FLIP_ID from its epochs
@@ -234,9 +238,12 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
         "rand10": Pretraining("rand10", MINILM_2, args=MEAN_POOLING, split="random"),
         # named deviation (issue #13, "what nobody has tried yet"): prompts without the raw IDs, so that ICL cannot
         # match a row to its text by the digits of its user / movie id and zip code; judged on validation
-        "ref10_hidden_ids": Pretraining(
-            "ref10_hidden_ids", MINILM_2, args=MEAN_POOLING, prompt_hidden_fields=("user_id", "movie_id", "zip_code")
-        ),
+        **{
+            key: Pretraining(
+                key, MINILM_2, args=MEAN_POOLING, prompt_hidden_fields=("user_id", "movie_id", "zip_code")
+            )
+            for key in HIDDEN_IDS
+        },
         # issue #13's bf16 safety check: `ref10`'s first epoch again (same seed, batches and masks) under bf16
         # autocast, compared step by step with `ref10`'s fp32 losses and by its FLIP_ID row at epoch 1
         "ref10_bf16": Pretraining("ref10_bf16", MINILM_2, args=MEAN_POOLING, precision="bf16"),
@@ -312,7 +319,7 @@ def default_suite(output_dir: str = "outputs/quality", records_dir: str = str(RE
         *[Row(f"FLIP_PLM [{key}]", "text", pretraining=key, args=TEXT_RECIPE, precision="auto") for key in REF10],
         *[joint(key) for key in REF10],
         flip_id(10, key="ref10_rerun", grid=ID_GRID, recipe_row=False),
-        *[flip_id(epoch, key="ref10_hidden_ids", grid=ID_GRID, recipe_row=False) for epoch in (1, 3)],
+        *[flip_id(epoch, key=key, grid=ID_GRID, recipe_row=False) for key, epoch in zip(HIDDEN_IDS, (1, 3))],
         flip_id(1, key="ref10_bf16", grid=ID_GRID, recipe_row=False),
         Row(
             f"{flip_id_name(1)} (bf16 finetuning)",
