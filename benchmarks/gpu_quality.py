@@ -10,8 +10,10 @@ and early-stopping callbacks) with the rows of a bundle written by `benchmarks/b
 Rows, quality first: FLIP pretraining of the bundle's PLM (`pretrain_full.yaml`: the reference recipe at its global
 batch 1024 on one device, mean pooling, `--pretrain_epochs` epochs, cut by `--pretrain_minutes`), then FLIP_ID
 (from that pretraining) and DCNv2 (from scratch) for every seed (`finetune_full.yaml`, id mode: the reference
-finetuning recipe, early stopping on validation AUC). Test AUC is computed once per row; every record is printed
-and saved as soon as it exists, so a run cut by its time limit keeps what it finished.
+finetuning recipe, early stopping on validation AUC), then FLIP (joint) and FLIP_PLM from the same pretraining for
+every `--text_seeds` seed (the reference text / joint recipe, `TEXT_RECIPE`, cut by `--text_finetune_minutes`).
+Test AUC is computed once per row; every record is printed and saved as soon as it exists, so a run cut by its time
+limit keeps what it finished.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ from training.trainer import FlipTrainer  # noqa: E402
 
 CONFIGS = REPO / "training" / "configs"
 PRETRAIN_FLAGS = ["--per_device_train_batch_size", "1024", "--text_pooling", "mean"]  # one device: global 1024
+# text / joint modes of `finetune_full.yaml` (its header): AdamW 5e-5 for everything, weight decay 1e-3, batch 128,
+# up to 25 epochs; the joint model adds L2 1e-4 on the ID tables
+TEXT_RECIPE = ["--learning_rate", "5e-5", "--weight_decay", "1e-3", "--per_device_train_batch_size", "128"]
+TEXT_RECIPE += ["--num_train_epochs", "25"]
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -133,13 +139,17 @@ def finetune(data: BenchData, row: str, output_dir: str, minutes: float, seed: i
     output = trainer.train()
     prediction = trainer.predict(data.splits["test"])
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    return {
+    record = {
         "row": row,
+        "seed": seed,
         "test_auc": round(auc(prediction.label_ids, logits), 4),
         "steps": output.global_step,
         "seconds": round(time.time() - start, 1),
         "best_validation_auc": trainer.state.best_metric,
     }
+    if model.config.ctr_mode == "joint":  # how far the learned mix moved from its init
+        record["alpha"] = model.alpha.item()
+    return record
 
 
 def common_flags(args: argparse.Namespace) -> list[str]:
@@ -160,6 +170,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--pretrain_minutes", type=float, default=5.0, help="wall-time cap of the pretraining")
     parser.add_argument("--finetune_minutes", type=float, default=0.5, help="wall-time cap of each finetuning")
     parser.add_argument("--seeds", default="0,1,2", help="finetuning seeds of FLIP_ID and DCNv2")
+    parser.add_argument("--text_seeds", default="0", help="seeds of FLIP (joint) and FLIP_PLM ('' for none)")
+    parser.add_argument(
+        "--text_finetune_minutes", type=float, default=1.5, help="wall-time cap of each FLIP (joint) / FLIP_PLM run"
+    )
     parser.add_argument("--max_rows", type=int, default=None, help="cut every split (smoke tests)")
     parser.add_argument("--max_steps", type=int, default=None, help="cap every training run (smoke tests)")
     parser.add_argument("--batch_size", type=int, default=None, help="override every train batch size (smoke tests)")
@@ -180,16 +194,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     pretrain_flags = [*PRETRAIN_FLAGS, "--num_train_epochs", str(args.pretrain_epochs), *extra]
     checkpoint, record = pretrain(data, str(out / "pretrain"), args.pretrain_minutes, 42, pretrain_flags)
     keep(record)
-    rows = {"FLIP_ID": ["--init_from", checkpoint], "DCNv2": ["--backbone", "dcnv2"]}
-    for seed in [int(seed) for seed in args.seeds.split(",")]:
-        for name, flags in rows.items():
-            run_dir = str(out / f"{name.lower()}-seed{seed}")
-            keep(
-                {
-                    **finetune(data, name, run_dir, args.finetune_minutes, seed, ["--ctr_mode", "id", *flags, *extra]),
-                    "seed": seed,
-                }
-            )
+    id_rows = {
+        "FLIP_ID": ["--ctr_mode", "id", "--init_from", checkpoint],
+        "DCNv2": ["--ctr_mode", "id", "--backbone", "dcnv2"],
+    }
+    text_rows = {
+        "FLIP (joint)": ["--ctr_mode", "joint", "--init_from", checkpoint, *TEXT_RECIPE, "--embedding_l2", "1e-4"],
+        "FLIP_PLM": ["--ctr_mode", "text", "--init_from", checkpoint, *TEXT_RECIPE],
+    }
+    runs = [(id_rows, args.seeds, args.finetune_minutes), (text_rows, args.text_seeds, args.text_finetune_minutes)]
+    for rows, seeds, minutes in runs:
+        for seed in [int(seed) for seed in seeds.split(",") if seed]:
+            for name, flags in rows.items():
+                run_dir = str(out / f"{name.lower().replace(' ', '-')}-seed{seed}")
+                keep(finetune(data, name, run_dir, minutes, seed, [*flags, *extra]))
     return records
 
 

@@ -149,10 +149,14 @@ def test_bundle_round_trip_and_quality_runner(data, setup, tmp_path):
             "0,1",
         ]
     )
-    assert [r["row"] for r in records] == ["FLIP pretraining", "FLIP_ID", "DCNv2", "FLIP_ID", "DCNv2"]
-    assert [r.get("seed") for r in records[1:]] == [0, 0, 1, 1]
+    id_rows, text_rows = records[1:5], records[5:]
+    assert [r["row"] for r in records[:5]] == ["FLIP pretraining", "FLIP_ID", "DCNv2", "FLIP_ID", "DCNv2"]
+    assert [(r["row"], r["seed"]) for r in text_rows] == [("FLIP (joint)", 0), ("FLIP_PLM", 0)]
+    assert [r["seed"] for r in id_rows] == [0, 0, 1, 1]
     # the smoke bundle's test split is its train split: 2 steps already rank it (0.98; ~0.5 at learning rate 0)
-    assert all(r["test_auc"] > 0.9 for r in records if "test_auc" in r)
+    assert all(r["test_auc"] > 0.9 for r in id_rows)
+    assert all(0.0 <= r["test_auc"] <= 1.0 for r in text_rows)
+    assert 0.0 < abs(text_rows[0]["alpha"]) < 0.01  # the learned mix moved from its init (0) by ~2 steps x 5e-5
 
 
 def test_speed_ratios_are_taken_round_by_round():
