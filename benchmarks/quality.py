@@ -55,7 +55,7 @@ from training import finetune, pretrain  # noqa: E402
 from training.arguments import DataArguments, ModelArguments, cpu_has_native_bf16  # noqa: E402
 from training.callbacks import is_epoch_end  # noqa: E402
 from training.ctr_metrics import rela_impr  # noqa: E402
-from training.run_output import predictions_name  # noqa: E402
+from training.run_output import cpu_bf16_unit, predictions_name  # noqa: E402
 
 QUALITY_CONFIGS = Path(__file__).resolve().parent / "quality_configs"
 PRETRAIN_CONFIG = str(QUALITY_CONFIGS / "pretrain_reference_cpu.yaml")
@@ -364,8 +364,8 @@ def slugify(name: str) -> str:
 
 
 def hardware() -> str:
-    """CPU model, its bf16 unit, core count and the 1-minute load average at call time (the machine is shared), or
-    the GPU."""
+    """CPU model, its native bf16 unit, core count and the 1-minute load average at call time (the machine is
+    shared), or the GPU."""
     import torch
 
     if torch.cuda.is_available():
@@ -373,19 +373,11 @@ def hardware() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        text = cpuinfo.read_text()
-        names = [line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line]
-        model = f"{names[0] if names else model} CPU{bf16_unit(text)}"
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        model = names[0] if names else model
+    unit = cpu_bf16_unit()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores (shared, load {load:.1f})"
-
-
-def bf16_unit(cpuinfo: str) -> str:
-    """The CPU's native bf16 unit by /proc/cpuinfo's flags: " with AMX", " with AVX512-BF16", or "" for none. The
-    same bf16 pretraining ran ~3x faster per step on a 2-core AMX Xeon than on a 2-core AVX512-BF16 EPYC, so the
-    records name the unit beside their wall times."""
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return " with AMX" if "amx_bf16" in flags else " with AVX512-BF16" if "avx512_bf16" in flags else ""
+    return f"{model} CPU{f' with {unit}' if unit else ''}, {os.cpu_count()} cores (shared, load {load:.1f})"
 
 
 def prepared_data(suite: Suite, split: str = "time", prompt_hidden_fields: tuple[str, ...] = ()) -> str:

@@ -52,6 +52,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices  # noqa: E4
 from modeling_flip import FlipConfig, FlipForCTR, FlipForPretraining  # noqa: E402
 from modeling_flip.tabular_backbones import build_backbone  # noqa: E402
 from processing.collators import DataCollatorForCTR, DataCollatorForFlipPretraining  # noqa: E402
+from training.run_output import cpu_bf16_unit  # noqa: E402
 
 SECTIONS = ("lengths", "pretrain", "memory", "serving", "preprocess")
 MARK_START, MARK_END = "<!-- throughput:start -->", "<!-- throughput:end -->"
@@ -128,7 +129,8 @@ def hardware(device: torch.device) -> str:
             if Path("/proc/cpuinfo").exists()
             else [platform.processor()]
         )
-        name = f"{models[0] if models else platform.machine()}, {os.cpu_count()} cores"
+        unit = f" with {cpu_bf16_unit()}" if cpu_bf16_unit() else ""
+        name = f"{models[0] if models else platform.machine()}{unit}, {os.cpu_count()} cores"
     return f"{name}; torch {torch.__version__}"
 
 
@@ -788,7 +790,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_table(results)
     if args.output:
         sections = "" if args.sections == ",".join(SECTIONS) else "-" + args.sections.replace(",", "+")
-        key = f"{args.device}-{args.dtype}-{Path(args.text_model).name}-b{args.batch_size}{sections}"
+        amx = "-amx" if args.device == "cpu" and cpu_bf16_unit() == "AMX" else ""  # its own sections beside the EPYC's
+        key = f"{args.device}{amx}-{args.dtype}-{Path(args.text_model).name}-b{args.batch_size}{sections}"
         replace_section(args.output, markdown(results), key)
     return results
 

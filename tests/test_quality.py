@@ -698,11 +698,3 @@ def test_probe_scores_are_recorded_reused_and_outlive_the_models(probes, tmp_pat
     table = probes.probe_table(suite)
     shutil.rmtree(suite.output_dir)  # a new machine
     assert probes.probe_table(suite) == table
-
-
-def test_hardware_names_the_bf16_unit_from_the_cpu_flags(quality):
-    flags = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu avx512f {}\n"
-    assert quality.bf16_unit(flags.format("avx512_bf16 amx_tile amx_bf16")) == " with AMX"
-    assert quality.bf16_unit(flags.format("avx512_bf16")) == " with AVX512-BF16"
-    assert quality.bf16_unit(flags.format("avx2")) == ""
-    assert quality.bf16_unit("") == ""

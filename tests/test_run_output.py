@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from training.run_output import run_summary, saved_model_validation
+from training.run_output import cpu_bf16_unit, run_summary, saved_model_validation
 
 RUN = {"train_steps": 24, "train_rows_seen": 192, "wall_time_s": 18.0, "output_dir": "out/joint"}
 
@@ -44,3 +44,11 @@ def test_saved_model_validation_is_the_saved_models_evaluation(reloads_best):
     state = SimpleNamespace(log_history=history, best_global_step=10)
     trainer = SimpleNamespace(state=state, args=SimpleNamespace(load_best_model_at_end=reloads_best))
     assert saved_model_validation(trainer) == {"eval_loss": 1.0 if reloads_best else 1.2}
+
+
+def test_cpu_bf16_unit_is_read_from_the_cpu_flags():
+    cpuinfo = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu avx512f {}\n"
+    assert cpu_bf16_unit(cpuinfo.format("avx512_bf16 amx_tile amx_bf16")) == "AMX"
+    assert cpu_bf16_unit(cpuinfo.format("avx512_bf16")) == "AVX512-BF16"
+    assert cpu_bf16_unit(cpuinfo.format("avx2 amx_tile")) == ""
+    assert cpu_bf16_unit("") == ""
