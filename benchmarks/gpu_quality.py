@@ -35,6 +35,7 @@ for path in (REPO, REPO / "benchmarks"):
 from bench_data import BenchData, load_bundle  # noqa: E402
 
 from modeling_flip import FlipForCTR, FlipForPretraining  # noqa: E402
+from processing.atomic_io import write_json  # noqa: E402
 from processing.collators import DataCollatorForCTR, DataCollatorForFlipPretraining  # noqa: E402
 from training.arguments import (  # noqa: E402
     DataArguments,
@@ -188,8 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     def keep(record: dict[str, Any]) -> None:  # printed and saved after every row: a cut-off run keeps its rows
         records.append(record)
         print(json.dumps(record), flush=True)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "quality.json").write_text(json.dumps(records, indent=2))
+        write_json(out / "quality.json", records)
 
     pretrain_flags = [*PRETRAIN_FLAGS, "--num_train_epochs", str(args.pretrain_epochs), *extra]
     checkpoint, record = pretrain(data, str(out / "pretrain"), args.pretrain_minutes, 42, pretrain_flags)

@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality
 
-from processing.atomic_io import write_json
+from processing.atomic_io import replace_marked_section, write_json
 from processing.schema import NUM_RESERVED_IDS
 
 PROBES = (("movie_id", "genre"), ("user_id", "gender"), ("user_id", "occupation"))
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     if args.write_results:
         notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else "{{TABLES}}"
-        quality.replace_section(args.write_results, notes.replace("{{TABLES}}", table), name="probes")
+        replace_marked_section(args.write_results, notes.replace("{{TABLES}}", table), "probes")
 
 
 if __name__ == "__main__":

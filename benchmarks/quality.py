@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/quality.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from processing.atomic_io import atomic_file, write_json  # noqa: E402
+from processing.atomic_io import atomic_file, replace_marked_section, write_json  # noqa: E402
 from training import finetune, pretrain  # noqa: E402
 from training.arguments import DataArguments, ModelArguments, cpu_has_native_bf16  # noqa: E402
 from training.callbacks import is_epoch_end  # noqa: E402
@@ -1169,21 +1169,6 @@ def finetuning_curve_table(suite: Suite, epochs: int = 3) -> str:
     return "\n".join(lines)
 
 
-def replace_section(path: str, body: str, name: str = "quality") -> None:
-    """Replace the text between the `<!-- {name}:start -->` / `<!-- {name}:end -->` markers of `path` (append the
-    marked section when missing), atomically."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = Path(path).read_text(encoding="utf-8") if os.path.isfile(path) else ""
-    block = f"{start}\n{body.strip()}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
-    with atomic_file(path) as tmp_path:
-        Path(tmp_path).write_text(text, encoding="utf-8")
-
-
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
@@ -1263,9 +1248,11 @@ def main(argv: list[str] | None = None) -> None:
         print(tables)
         if args.write_results:
             notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
-            replace_section(args.write_results, notes.replace("{{TABLES}}", tables) if notes else tables)
+            replace_marked_section(
+                args.write_results, notes.replace("{{TABLES}}", tables) if notes else tables, "quality"
+            )
         if args.write_readme:
-            replace_section(args.write_readme, readme_table(suite), name="quality-summary")
+            replace_marked_section(args.write_readme, readme_table(suite), "quality-summary")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices  # noqa: E4
 
 from modeling_flip import FlipConfig, FlipForCTR, FlipForPretraining  # noqa: E402
 from modeling_flip.tabular_backbones import build_backbone  # noqa: E402
+from processing.atomic_io import replace_marked_section, write_json  # noqa: E402
 from processing.collators import DataCollatorForCTR, DataCollatorForFlipPretraining  # noqa: E402
 from training.run_output import cpu_bf16_unit  # noqa: E402
 
@@ -675,20 +676,8 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def replace_section(path: str | os.PathLike, body: str, key: str) -> None:
-    """Write `body` between `<!-- throughput:start -->`-style markers for `key` in `path`, appending the markers
-    (under a "Throughput" heading) when missing."""
-    start, end = f"<!-- throughput:{key}:start -->", f"<!-- throughput:{key}:end -->"
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    block = f"{start}\n{body.strip()}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        if "## Throughput" not in text:
-            text = text.rstrip() + "\n\n## Throughput\n"
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    """Write `body` as the `throughput:{key}` section of `path` (under a "## Throughput" heading when new)."""
+    replace_marked_section(path, body, f"throughput:{key}", heading="## Throughput")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -777,7 +766,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
             results[name] = benches[name]()
             results["meta"]["load_after"] = load_average()
             if args.json:  # after every section: a long run that is cut off keeps what it measured
-                Path(args.json).write_text(json.dumps(results, indent=2))
+                write_json(args.json, results)
     return results
 
 

@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality
 
+from processing.atomic_io import replace_marked_section
 from processing.schema import FIELD_OOV_ID
 from training.ctr_metrics import auc, log_loss
 
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     print(body)
     if args.write_results:
         notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
-        quality.replace_section(args.write_results, notes.replace("{{VIEWS}}", body) if notes else body, "views")
+        replace_marked_section(args.write_results, notes.replace("{{VIEWS}}", body) if notes else body, "views")
 
 
 if __name__ == "__main__":

@@ -72,3 +72,21 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     with atomic_file(path) as tmp_path, open(tmp_path, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=False)
         handle.write("\n")
+
+
+def replace_marked_section(path: str | os.PathLike, body: str, name: str, heading: str | None = None) -> None:
+    """Replace the text between the `<!-- {name}:start -->` / `<!-- {name}:end -->` markers of the text file `path`
+    with `body`, atomically; a missing section is appended (after `heading`, e.g. "## Throughput", when the file
+    lacks that line), a missing file created. The generated parts of RESULTS.md and the README are such sections."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = Path(path).read_text(encoding="utf-8") if os.path.isfile(path) else ""
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        if heading and heading not in text.splitlines():
+            text = text.rstrip() + f"\n\n{heading}\n"
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+    with atomic_file(path) as tmp_path:
+        Path(tmp_path).write_text(text, encoding="utf-8")

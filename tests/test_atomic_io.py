@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from processing.atomic_io import atomic_dir, atomic_file, current_umask, write_json
+from processing.atomic_io import atomic_dir, atomic_file, current_umask, replace_marked_section, write_json
 
 
 @pytest.fixture
@@ -58,3 +58,19 @@ def test_atomic_dir_keeps_the_old_folder_on_error(tmp_path):
         (staging / "new.txt").write_text("new")
         raise RuntimeError("killed")
     assert os.listdir(target) == ["old.txt"] and os.listdir(tmp_path) == ["export"]
+
+
+def test_replace_marked_section_replaces_appends_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\n<!-- a:start -->\nold\n<!-- a:end -->\n\n## Tail\nkept\n")
+    replace_marked_section(path, "new\n", "a")
+    assert path.read_text() == "# Results\n\n<!-- a:start -->\nnew\n<!-- a:end -->\n\n## Tail\nkept\n"
+    replace_marked_section(path, "b1", "b", heading="## Tail")  # the heading is there: no second one
+    replace_marked_section(path, "c1", "c", heading="## New")
+    replace_marked_section(path, "c2", "c", heading="## New")  # replaced in place, not appended again
+    text = path.read_text()
+    tail = "kept\n\n<!-- b:start -->\nb1\n<!-- b:end -->\n\n## New\n\n<!-- c:start -->\nc2\n<!-- c:end -->\n"
+    assert text.endswith(tail)
+    assert text.count("## Tail") == 1 and "c1" not in text
+    replace_marked_section(tmp_path / "new" / "README.md", "x", "d")  # a missing file (and folder) is created
+    assert (tmp_path / "new" / "README.md").read_text() == "<!-- d:start -->\nx\n<!-- d:end -->\n"

@@ -193,7 +193,7 @@ def test_quality_suite_runs_caches_and_tabulates(quality, views, table, tiny_enc
 
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\n<!-- quality:start -->\nold\n<!-- quality:end -->\n\n## Throughput\nkept\n")
-    quality.replace_section(str(results), table_md)
+    quality.replace_marked_section(str(results), table_md, "quality")
     text = results.read_text()
     assert "old" not in text and "## Throughput\nkept" in text and lines[2] in text
 
