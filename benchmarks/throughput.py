@@ -56,7 +56,6 @@ from processing.collators import DataCollatorForCTR, DataCollatorForFlipPretrain
 from training.run_output import cpu_bf16_unit  # noqa: E402
 
 SECTIONS = ("lengths", "pretrain", "memory", "serving", "preprocess")
-MARK_START, MARK_END = "<!-- throughput:start -->", "<!-- throughput:end -->"
 RANDOM_TEXT_CONFIGS = {  # random-init BERT encoders (MiniLM's vocabulary) for shapes without a checkpoint
     "bert-base-random": {},
     "bert-tiny-random": {
@@ -130,8 +129,9 @@ def hardware(device: torch.device) -> str:
             if Path("/proc/cpuinfo").exists()
             else [platform.processor()]
         )
-        unit = f" with {cpu_bf16_unit()}" if cpu_bf16_unit() else ""
-        name = f"{models[0] if models else platform.machine()}{unit}, {os.cpu_count()} cores"
+        unit = cpu_bf16_unit()
+        name = f"{models[0] if models else platform.machine()}{f' with {unit}' if unit else ''}"
+        name += f", {os.cpu_count()} cores"
     return f"{name}; torch {torch.__version__}"
 
 
